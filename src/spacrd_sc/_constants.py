@@ -1,0 +1,28 @@
+"""Default key names shared across the package (one place for every literal key)."""
+
+from __future__ import annotations
+
+#: Key of the table in a :class:`~spatialdata.SpatialData` written by :mod:`spacrd_sc.io`.
+TABLE_KEY = "table"
+#: Name of the spot-circle shapes element written by :mod:`spacrd_sc.io`.
+SPOTS_KEY = "spots"
+#: Name of the H&E image element written by :mod:`spacrd_sc.io`.
+IMAGE_KEY = "he"
+#: ``adata.obs`` column naming the shapes element that a table row annotates.
+REGION_KEY = "region"
+#: ``adata.obs`` column with the integer index of the circle a table row annotates.
+INSTANCE_KEY = "spot_id"
+#: ``obsm`` / ``uns`` key of spatial coordinates (squidpy convention).
+SPATIAL_KEY = "spatial"
+#: ``obs`` column of the section / library id when several sections are concatenated.
+LIBRARY_KEY = "section"
+#: ``obsm`` key of image features written by :func:`spacrd_sc.tl.extract_uni`.
+IMAGE_FEATURES_KEY = "X_uni"
+#: Prefix of keys written by :func:`spacrd_sc.tl.cancer_score`.
+SCORE_KEY = "spacrd"
+#: ``obs`` column with the binary cancer label.
+LABEL_KEY = "cancer"
+#: ``obs`` column with the pathologist category.
+PATHOLOGY_KEY = "pathology"
+#: Environment variable pointing at the local data folder (the one that holds ``her2st/``).
+DATA_DIR_ENV = "SPACRD_DATA_DIR"
