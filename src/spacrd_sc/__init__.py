@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, io, pl, pp, tl
-from .model import SpaCRD
+from . import datasets, io, pp  # tl, pl and SpaCRD are wired in once the model package lands
 
 try:
     __version__ = version("spacrd_sc")

@@ -1,0 +1,168 @@
+"""Applying a trained model to new sections."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+from anndata import AnnData
+from spatialdata import SpatialData
+
+from .._constants import SCORE_KEY, TABLE_KEY
+from .._utils import _get_table
+from ..model import SpaCRD
+from . import _prep
+from ._threshold import gmm_threshold
+from ._train import model_inputs
+
+logger = logging.getLogger("spacrd_sc")
+
+
+def cancer_score(
+    data: AnnData | SpatialData,
+    model: SpaCRD,
+    *,
+    key_added: str = SCORE_KEY,
+    threshold: Literal["gmm"] | float = "gmm",
+    library_key: str | None = None,
+    neighbors_key: str | None = None,
+    layer: str | None = None,
+    min_gene_overlap: float = 0.5,
+    batch_size: int = 4096,
+    device: str | None = None,
+    seed: int = 0,
+    copy: bool = False,
+    table_key: str = TABLE_KEY,
+) -> AnnData | None:
+    """Score every spot of a section with a trained SpaCRD model and call cancer regions.
+
+    Genes are matched to the model's gene set by name; model genes absent from the section are filled with
+    zeros (their number is logged and recorded). Features are scaled on the section's own values, as at
+    training. No label is read.
+
+    Parameters
+    ----------
+    data
+        Section(s) to score (AnnData or SpatialData), raw counts in ``X`` (or ``layer``) and a squidpy spatial
+        graph in ``obsp``; image features in ``obsm`` when the model uses them.
+    model
+        A trained :class:`~spacrd_sc.SpaCRD` (:func:`fit_vrbca` or :meth:`~spacrd_sc.SpaCRD.load`).
+    key_added
+        Prefix of the keys written.
+    threshold
+        ``"gmm"``: fit a 2-component Gaussian mixture to each section's scores and cut where the weighted
+        components cross. A float: a fixed threshold on the score.
+    library_key
+        ``obs`` column of sections when ``data`` holds several; scaling and the GMM threshold are per section.
+        Default: the model's library key when that column exists in ``obs``, else one section.
+    neighbors_key
+        Prefix of the squidpy graph in ``obsp``; default: the model's.
+    layer
+        Layer with raw counts; default: the model's (``X`` when it was trained on ``X``).
+    min_gene_overlap
+        Refuse to score when fewer than this fraction of the model's genes are present.
+    batch_size, device
+        Inference batch size and device (default: the model's device).
+    seed
+        Random seed of the GMM fit.
+    copy
+        Work on a copy of the table and return it.
+    table_key
+        Table to use when ``data`` is a SpatialData.
+
+    Returns
+    -------
+    ``None`` (or the scored copy with ``copy=True``). Writes to the table:
+
+    ``obs[f"{key_added}_score"]``
+        float32 cancer likelihood in [0, 1].
+    ``obs[f"{key_added}_cancer"]``
+        bool, score ≥ threshold.
+    ``obsm[f"X_{key_added}"]``
+        float32 (n_spots, 512) fused embedding.
+    ``uns[key_added]``
+        ``"params"`` (settings, mode, gene overlap), ``"threshold"`` (float, or a dict per section) and
+        ``"gmm"`` (fitted means, sds, weights per section, when ``threshold="gmm"``).
+    """
+    adata = _get_table(data, table_key)
+    if adata.n_obs == 0:
+        raise ValueError("The table has no spots.")
+    if not model.is_fitted:
+        raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
+    if not (threshold == "gmm" or isinstance(threshold, int | float)):
+        raise ValueError(f"threshold must be 'gmm' or a number, got {threshold!r}.")
+    pre = model.preprocessing
+    overlap = int(adata.var_names.isin(model.genes).sum())
+    frac = overlap / len(model.genes)
+    if frac < min_gene_overlap:
+        raise ValueError(
+            f"Only {overlap} of the model's {len(model.genes)} genes ({frac:.0%}) are in this section "
+            f"(min_gene_overlap={min_gene_overlap:.0%}); check the gene naming (symbols vs Ensembl ids) "
+            f"and the species. Model genes start with {model.genes[:5]}."
+        )
+    if library_key is None and pre.get("library_key") in adata.obs:
+        library_key = pre["library_key"]
+        logger.info("Scaling and thresholding per %r (the model's library key).", library_key)
+    neighbors_key = pre["neighbors_key"] if neighbors_key is None else neighbors_key
+    layer = pre["layer"] if layer is None else layer
+    if copy:
+        adata = adata.copy()
+    x_gene, x_image, nbrs, n_missing = model_inputs(
+        adata, model, library_key=library_key, neighbors_key=neighbors_key, layer=layer
+    )
+    if n_missing:
+        logger.warning(
+            "%d of the model's %d genes are absent from this section; they were set to zero.", n_missing,
+            len(model.genes),
+        )
+    scores = model.predict_proba(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
+    emb = model.embed(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
+
+    sections = _prep._sections(adata, library_key)
+    names = (
+        adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
+    )
+    calls = np.zeros(adata.n_obs, dtype=bool)
+    thresholds: dict[str, float] = {}
+    gmms: dict[str, Any] = {}
+    for s in np.unique(sections):
+        m = sections == s
+        name = str(names[m][0])
+        if threshold == "gmm":
+            t, info = gmm_threshold(scores[m], seed=seed)
+            gmms[name] = info
+        else:
+            t = float(threshold)
+        thresholds[name] = t
+        calls[m] = scores[m] >= t
+
+    score_col, call_col, emb_key = f"{key_added}_score", f"{key_added}_cancer", f"X_{key_added}"
+    for where, key in (("obs", score_col), ("obs", call_col), ("obsm", emb_key), ("uns", key_added)):
+        if key in getattr(adata, where):
+            logger.warning("Overwriting adata.%s[%r].", where, key)
+    adata.obs[score_col] = scores
+    adata.obs[call_col] = calls
+    adata.obsm[emb_key] = emb
+    uns: dict[str, Any] = {
+        "params": {
+            "threshold": threshold if threshold == "gmm" else float(threshold),
+            "library_key": library_key,
+            "neighbors_key": neighbors_key,
+            "layer": layer,
+            "scaling": pre["scaling"],
+            "image_key": pre["image_key"],
+            "image_less": bool(model.image_less),
+            "mode": model.config.get("mode_description", ""),
+            "n_model_genes": len(model.genes),
+            "n_genes_absent": n_missing,
+            "spacrd_sc_version": model.config.get("package_version", ""),
+        },
+        "threshold": thresholds["all"] if library_key is None else thresholds,
+    }
+    if gmms:
+        uns["gmm"] = gmms["all"] if library_key is None else gmms
+    # anndata cannot write None into uns
+    uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
+    adata.uns[key_added] = uns
+    return adata if copy else None

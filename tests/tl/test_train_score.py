@@ -1,0 +1,133 @@
+"""align → fit_vrbca → cancer_score → evaluate on synthetic sections (few epochs, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+import spacrd_sc as sc_crd
+
+FAST = {"epochs": 4, "device": "cpu", "progress_bar": False}
+
+
+@pytest.fixture
+def trained(sources):
+    model = sc_crd.tl.align(sources, n_top_genes=60, **FAST)
+    return sc_crd.tl.fit_vrbca(sources, model, **FAST)
+
+
+def test_pipeline_outputs(sources, target, trained):
+    model = trained
+    assert model.image_less and model.is_fitted and len(model.genes) == 60
+    assert sources.obsm["X_spacrd"].shape == (sources.n_obs, 512)
+    assert sources.obsm["X_spacrd"].dtype == np.float32
+    assert sc_crd.tl.cancer_score(target, model) is None
+    s = target.obs["spacrd_score"]
+    assert s.dtype == np.float32 and s.between(0, 1).all()
+    assert target.obs["spacrd_cancer"].dtype == bool
+    assert target.obsm["X_spacrd"].shape == (target.n_obs, 512)
+    uns = target.uns["spacrd"]
+    assert uns["params"]["image_less"] is True
+    assert uns["params"]["n_model_genes"] == 60 and uns["params"]["n_genes_absent"] == 0
+    t = uns["threshold"]
+    assert uns["gmm"]["means"][0] < t < uns["gmm"]["means"][1]
+    np.testing.assert_array_equal(target.obs["spacrd_cancer"], s >= t)
+    res = sc_crd.tl.evaluate(target)
+    assert res["auc"] > 0.8, res  # a clear synthetic signal, learned on other "sections"
+
+
+def test_evaluate_equals_sklearn(target):
+    rng = np.random.default_rng(0)
+    y = target.obs["cancer"].to_numpy()
+    s = np.clip(y * 0.4 + rng.uniform(0, 0.6, y.size), 0, 1)
+    target.obs["spacrd_score"] = s
+    target.obs["spacrd_cancer"] = s >= 0.5
+    res = sc_crd.tl.evaluate(target)
+    assert res["auc"] == pytest.approx(roc_auc_score(y, s))
+    assert res["ap"] == pytest.approx(average_precision_score(y, s))
+    assert res["f1"] == pytest.approx(f1_score(y, s >= 0.5))
+    from scipy.stats import ks_2samp
+
+    assert res["ks"] == pytest.approx(ks_2samp(s[y], s[~y]).statistic)
+    assert sc_crd.tl.evaluate(target, threshold=0.7)["f1"] == pytest.approx(f1_score(y, s >= 0.7))
+    target.obs["pathology"] = target.obs["pathology"].cat.add_categories("undetermined")
+    target.obs.iloc[:10, target.obs.columns.get_loc("pathology")] = "undetermined"
+    assert sc_crd.tl.evaluate(target, exclude_undetermined=True)["n"] == target.n_obs - 10
+    with pytest.raises(KeyError, match="cancer_score"):
+        sc_crd.tl.evaluate(target, score_key="nope_score")
+
+
+def test_fixed_threshold_and_copy(target, trained):
+    out = sc_crd.tl.cancer_score(target, trained, threshold=0.5, copy=True)
+    assert "spacrd_score" not in target.obs
+    assert out.uns["spacrd"]["threshold"] == 0.5
+    np.testing.assert_array_equal(out.obs["spacrd_cancer"], out.obs["spacrd_score"] >= 0.5)
+
+
+def test_save_load_identical_scores(tmp_path, target, trained):
+    sc_crd.tl.cancer_score(target, trained)
+    trained.save(tmp_path / "m")
+    loaded = sc_crd.SpaCRD.load(tmp_path / "m", device="cpu")
+    t2 = target.copy()
+    sc_crd.tl.cancer_score(t2, loaded)
+    np.testing.assert_array_equal(t2.obs["spacrd_score"].to_numpy(), target.obs["spacrd_score"].to_numpy())
+    assert loaded.preprocessing == trained.preprocessing and loaded.genes == trained.genes
+
+
+def test_same_seed_same_scores(sources, target):
+    def run(seed):
+        m = sc_crd.tl.align(sources, n_top_genes=40, seed=seed, **FAST)
+        m = sc_crd.tl.fit_vrbca(sources, m, seed=seed, **FAST)
+        return sc_crd.tl.cancer_score(target, m, copy=True).obs["spacrd_score"].to_numpy()
+
+    a, b, c = run(1), run(1), run(2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_absent_genes_filled_and_low_overlap_refused(target, trained, caplog):
+    drop = trained.genes[:5]
+    t = target[:, ~target.var_names.isin(drop)].copy()
+    sc_crd.tl.cancer_score(t, trained)
+    assert t.uns["spacrd"]["params"]["n_genes_absent"] == 5
+    assert "absent from this section" in caplog.text
+    t = target[:, ~target.var_names.isin(trained.genes[:40])].copy()
+    with pytest.raises(ValueError, match="Only 20 of the model's 60 genes"):
+        sc_crd.tl.cancer_score(t, trained)
+
+
+def test_image_mode_and_ablations(sources_img):
+    m = sc_crd.tl.align(sources_img, n_top_genes=40, **FAST)
+    assert not m.image_less and m.n_image_features == 32
+    m = sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
+    assert m.is_fitted
+    for kw in ({"use_contrastive": False}, {"use_cross_attention": False}, {"use_vae": False},
+               {"modality": "expression"}, {"modality": "image"}):
+        m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **FAST)
+        sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
+        assert m.is_fitted
+
+
+def test_bad_inputs(sources, target, trained):
+    with pytest.raises(KeyError, match="label_key 'tumour'"):
+        sc_crd.tl.fit_vrbca(sources, trained, label_key="tumour", **FAST)
+    s1 = sources.copy()
+    s1.obs["cancer"] = False
+    with pytest.raises(ValueError, match="single class"):
+        sc_crd.tl.fit_vrbca(s1, trained, **FAST)
+    s2 = sources.copy()
+    del s2.obsp["spatial_connectivities"]
+    with pytest.raises(KeyError, match="squidpy.gr.spatial_neighbors"):
+        sc_crd.tl.align(s2, **FAST)
+    with pytest.raises(KeyError, match="library_key 'batch'"):
+        sc_crd.tl.align(sources, library_key="batch", **FAST)
+    t = target.copy()
+    t.var_names = [f"other{i}" for i in range(t.n_vars)]
+    with pytest.raises(ValueError, match="Only 0 of the model's"):
+        sc_crd.tl.cancer_score(t, trained)
+    with pytest.raises(ValueError, match="image features"):
+        sc_crd.tl.align(sources, modality="image", **FAST)
+    untrained = sc_crd.tl.align(sources, n_top_genes=20, **FAST)
+    with pytest.raises(ValueError, match="not trained"):
+        sc_crd.tl.cancer_score(target, untrained)
