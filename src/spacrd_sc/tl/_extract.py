@@ -1,0 +1,288 @@
+"""``tl.extract_uni``: one H&E patch per spot → backbone features in ``obsm['X_uni']``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
+from .._utils import _get_table, _resolve_device
+from ..model._backbones import build_backbone, get_backbone_spec
+
+if TYPE_CHECKING:
+    import os
+
+    import torch
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+logger = logging.getLogger("spacrd_sc")
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _check_image(data: AnnData | SpatialData, image_key: str | None) -> None:
+    """Fail early, with a clear message, when ``data`` carries no H&E image to crop patches from."""
+    from anndata import AnnData
+
+    if isinstance(data, AnnData):
+        spatial = data.uns.get(SPATIAL_KEY)
+        libs = spatial if isinstance(spatial, Mapping) else {}
+        with_images = {lib: e.get("images", {}) for lib, e in libs.items() if isinstance(e, Mapping)}
+        with_images = {lib: imgs for lib, imgs in with_images.items() if imgs}
+        if not with_images:
+            raise ValueError(
+                "This section is image-less: the AnnData has no image in "
+                "uns['spatial'][<library>]['images'], so there is nothing to crop patches from. "
+                "Skip `extract_uni`: the SpaCRD model then runs expression-only "
+                "(pass `image_key=None` to `tl.align`)."
+            )
+        # the patch reader warns that this image is a downscaled copy of the H&E
+        return
+    images = getattr(data, "images", None)
+    if images is None or len(images) == 0:
+        raise ValueError(
+            "This section is image-less: the SpatialData has no image element, so there is nothing to crop "
+            "patches from. Skip `extract_uni`: the SpaCRD model then runs expression-only "
+            "(pass `image_key=None` to `tl.align`)."
+        )
+    if image_key is not None and image_key not in images:
+        raise KeyError(
+            f"image_key {image_key!r} is not an image of the SpatialData (images: {list(images)})."
+        )
+
+
+def _resolve_precision(precision: str, device: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {PRECISIONS}.")
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ValueError("precision='fp16' needs a CUDA device; use 'fp32' or 'bf16' on the CPU.")
+    return precision
+
+
+class _PatchBatches:
+    """A map-style dataset whose item ``b`` is the uint8 ``(k, s, s, 3)`` RGB tensor of batch ``b``.
+
+    Reading whole batches with ``reader.read`` (one call per batch) keeps DataLoader workers cheap: no
+    per-patch collation, and the uint8 → float conversion and normalisation happen on the device.
+    """
+
+    def __init__(self, reader: Any, batch_size: int) -> None:
+        self.reader = reader
+        self.n = len(reader)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, b: int) -> torch.Tensor:
+        import torch
+
+        start = b * self.batch_size
+        idx = np.arange(start, min(start + self.batch_size, self.n))
+        patches = np.ascontiguousarray(self.reader.read(idx), dtype=np.uint8)
+        return torch.from_numpy(patches)
+
+
+def _to_model_input(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: str) -> torch.Tensor:
+    """uint8 ``(k, s, s, 3)`` RGB → normalised float ``(k, 3, s, s)`` on ``device`` (channel 0 = red)."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return x.div_(255.0).sub_(mean).div_(std)
+
+
+def extract_uni(
+    data: AnnData | SpatialData,
+    *,
+    backbone: str = "uni",
+    weights: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+    token: str | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "auto",
+    size: int | None = None,
+    context: float = 1.0,
+    image_key: str | None = None,
+    table_key: str = TABLE_KEY,
+    key_added: str = IMAGE_FEATURES_KEY,
+    precision: str = "auto",
+    progress_bar: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Histology features per spot from a pathology foundation model (UNI by default).
+
+    A square RGB patch is cropped around every spot (side = ``context`` × the spot diameter in image pixels,
+    padded at the image edges), resized to ``size``, normalised with the backbone's mean/std and fed to the
+    backbone; the pooled embedding is stored per spot.
+
+    Parameters
+    ----------
+    data
+        A :class:`~spatialdata.SpatialData` with an H&E image, spot circles and a table (as written by
+        :mod:`spacrd_sc.io`), or an :class:`~anndata.AnnData` with an
+        ``uns['spatial'][lib]['images']['hires']`` image (accepted with a warning: that image is downscaled).
+    backbone
+        ``"uni"`` (ViT-L/16, 1024-d), ``"uni2-h"`` (ViT-H/14, 1536-d), ``"resnet50"``, ``"densenet121"``
+        or any timm model name (with ``weights=`` a local file).
+    weights
+        Local weights file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``), loaded strictly.
+        ``None``: download from the Hugging Face hub (UNI/UNI2-h are gated: accept the licence and
+        pass ``token=``).
+    pretrained
+        ``False``: random initialisation, for tests and dry runs only (the features are meaningless).
+    token
+        Hugging Face token for gated weights (default: ``$HF_TOKEN`` or the saved ``hf auth login``).
+    batch_size
+        Patches per forward pass.
+    num_workers
+        DataLoader worker processes reading patches (``0``: read in the main process).
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    size
+        Side in pixels of the patch fed to the backbone; default: the backbone's input size (224).
+    context
+        Patch side as a multiple of the spot diameter (``1.0``: the spot itself).
+    image_key
+        Image element of the SpatialData; default: the one the patch reader picks (the only / H&E image).
+    table_key
+        Table of the SpatialData holding the spots.
+    key_added
+        Key of the features in ``.obsm`` and of the parameters in ``.uns``.
+    precision
+        ``"auto"`` (bf16 autocast on CUDA, fp32 on the CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
+    progress_bar
+        Show a progress bar over batches.
+    copy
+        Return a copy of the table with the results instead of writing into ``data``.
+
+    Returns
+    -------
+    ``None`` (or the table copy when ``copy=True``), with
+
+    - ``.obsm[key_added]``: ``float32`` array ``(n_spots, dim)``, rows in table order;
+    - ``.uns[key_added]['params']``: ``backbone``, ``timm_model``, ``weights`` (local path,
+      ``"hf-hub:<repo>/<file>"`` or ``"random-init"``), ``size``, ``diameter_px``, ``context``, ``image_key``,
+      ``mean``, ``std``, ``precision``, ``device``, ``batch_size``.
+    An existing ``.obsm[key_added]`` is overwritten with a warning.
+    """
+    import torch
+
+    # ---- cheap checks first: nothing is built or read before the inputs are known to be usable
+    spec = get_backbone_spec(backbone)
+    if weights is not None:
+        from pathlib import Path
+
+        if not Path(weights).expanduser().is_file():
+            raise FileNotFoundError(f"Weights file {str(weights)!r} does not exist.")
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if not isinstance(num_workers, int | np.integer) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}.")
+    if size is None:
+        size = spec.input_size
+    if not isinstance(size, int | np.integer) or size < 8:
+        raise ValueError(f"size must be an integer ≥ 8 (pixels), got {size!r}.")
+    if not np.isfinite(context) or context <= 0:
+        raise ValueError(
+            f"context must be a positive number (multiple of the spot diameter), got {context!r}."
+        )
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    dev = _resolve_device(device)
+    prec = _resolve_precision(precision, dev)
+
+    table = _get_table(data, table_key)
+    if table.n_obs == 0:
+        raise ValueError("The table has no spots (0 rows): nothing to extract.")
+    _check_image(data, image_key)
+
+    from ..pp._patches import _PatchReader
+
+    reader = _PatchReader(
+        data, size=int(size), image_key=image_key, table_key=table_key, context=float(context)
+    )
+    if len(reader) != table.n_obs:
+        raise RuntimeError(f"The patch reader yields {len(reader)} patches for {table.n_obs} table rows.")
+
+    model, spec = build_backbone(backbone, weights=weights, pretrained=pretrained, token=token)
+    if (
+        int(size) != spec.input_size
+        and hasattr(model, "patch_embed")
+        and not getattr(model, "dynamic_img_size", False)
+    ):
+        raise ValueError(
+            f"Backbone {spec.name!r} only accepts {spec.input_size}-px inputs (no dynamic image size); "
+            f"got size={size}. Leave `size=None`."
+        )
+
+    # ---- run
+    model = model.to(dev)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    on_cuda = dev.startswith("cuda")
+    loader = torch.utils.data.DataLoader(
+        _PatchBatches(reader, int(batch_size)),
+        batch_size=None,
+        shuffle=False,
+        num_workers=int(num_workers),
+        pin_memory=on_cuda,
+    )
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
+    autocast = torch.autocast(
+        device_type="cuda" if on_cuda else "cpu", dtype=amp_dtype, enabled=amp_dtype is not None
+    )
+
+    from tqdm.auto import tqdm
+
+    n = table.n_obs
+    feats = np.empty((n, int(spec.dim)), dtype=np.float32)
+    start, t0 = 0, time.perf_counter()
+    with torch.inference_mode(), autocast:
+        for batch in tqdm(loader, total=len(loader), disable=not progress_bar, desc=f"{spec.name} features"):
+            out = model(_to_model_input(batch, mean, std, dev))
+            k = out.shape[0]
+            feats[start : start + k] = out.float().cpu().numpy()
+            start += k
+    if start != n:
+        raise RuntimeError(f"Extracted {start} feature rows for {n} spots.")
+    logger.info(
+        "extract_uni: %d patches with %r on %s (%s) in %.1f s.",
+        n,
+        spec.name,
+        dev,
+        prec,
+        time.perf_counter() - t0,
+    )
+
+    # ---- write
+    adata = table.copy() if copy else table
+    if key_added in adata.obsm:
+        logger.warning(
+            "obsm[%r] already exists and is overwritten with the %r features.", key_added, spec.name
+        )
+    adata.obsm[key_added] = feats
+    diameter = getattr(reader, "diameter_px", None)
+    params: dict[str, Any] = {
+        "backbone": spec.name,
+        "timm_model": spec.timm_name,
+        "weights": str(spec.weights_source),
+        "size": int(size),
+        "diameter_px": float(diameter) if diameter is not None else float("nan"),
+        "context": float(context),
+        "image_key": str(getattr(reader, "image_key", image_key)),
+        "mean": [float(v) for v in spec.mean],
+        "std": [float(v) for v in spec.std],
+        "precision": prec,
+        "device": dev,
+        "batch_size": int(batch_size),
+    }
+    if key_added in adata.uns:
+        logger.warning("uns[%r] already exists and is overwritten.", key_added)
+    adata.uns[key_added] = {"params": params}
+    return adata if copy else None
