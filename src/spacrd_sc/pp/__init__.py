@@ -1,1 +1,7 @@
-"""placeholder."""
+"""Preprocessing: per-spot H&E patches."""
+
+from __future__ import annotations
+
+from ._patches import spot_patches
+
+__all__ = ["spot_patches"]

@@ -1,0 +1,409 @@
+"""Helpers shared by the readers in :mod:`spacrd_sc.io` (image model, scanpy ``uns['spatial']``, frames)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .._constants import SPATIAL_KEY
+from .._utils import _get_table, _set_scanpy_spatial
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from spatialdata import SpatialData
+
+logger = logging.getLogger("spacrd_sc")
+
+#: Images whose longer side exceeds this many pixels are stored as a multiscale pyramid.
+MULTISCALE_MIN_PX = 4096
+#: The pyramid is halved until its coarsest level is at most this many pixels on its longer side.
+PYRAMID_COARSEST_PX = 1024
+#: Chunk size (pixels, y and x) of image elements: small enough that one spot patch reads few bytes.
+IMAGE_CHUNK_PX = 512
+#: Decompression-bomb limit used while reading a whole-slide H&E (PIL's default is ~89 Mpx).
+MAX_IMAGE_PIXELS = 50_000 * 50_000
+#: Coordinate system of the full-resolution H&E pixel frame.
+GLOBAL_CS = "global"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# image element
+# ----------------------------------------------------------------------------------------------------------
+def _auto_scale_factors(height: int, width: int) -> list[int]:
+    """Factors of 2 for a pyramid: none up to :data:`MULTISCALE_MIN_PX`, else halve to ≤ 1024 px."""
+    side = max(height, width)
+    if side <= MULTISCALE_MIN_PX:
+        return []
+    factors: list[int] = []
+    while side > PYRAMID_COARSEST_PX:
+        factors.append(2)
+        side //= 2
+    return factors
+
+
+def _image_model(
+    image: Any,
+    *,
+    scale_factors: Sequence[int] | Literal["auto"] | None = "auto",
+    transformations: Mapping[str, Any] | None = None,
+    chunks: int | None = IMAGE_CHUNK_PX,
+) -> xr.DataArray | xr.DataTree:
+    """Turn an ``(height, width, channel)`` uint8 RGB(A) array into a spatialdata image element.
+
+    Parameters
+    ----------
+    image
+        numpy or dask array, ``(y, x, c)``, dtype uint8, 3 channels (a 4th alpha channel is dropped).
+    scale_factors
+        ``"auto"``: a multiscale pyramid (factors of 2) when the longer side exceeds 4096 px, a single
+        scale otherwise; a list of factors; or ``None``/``[]`` for a single scale.
+    transformations
+        Mapping coordinate system → transformation; default: identity to ``"global"``.
+    chunks
+        Chunk side in pixels (all channels in one chunk).
+
+    Returns
+    -------
+    :class:`~spatialdata.models.Image2DModel` element with dims ``(c, y, x)`` and channel names
+    ``r, g, b``: an :class:`xarray.DataArray`, or an :class:`xarray.DataTree` when multiscale.
+    """
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity
+
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) == 2:
+        raise ValueError(
+            f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required."
+        )
+    if len(shape) != 3:
+        raise ValueError(f"Expected an RGB image of shape (height, width, 3); got shape {shape}.")
+    n_channels = shape[2]
+    if n_channels == 4:
+        logger.info("Dropping the alpha channel of the H&E image.")
+        image = image[..., :3]
+    elif n_channels == 1:
+        raise ValueError(
+            f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required."
+        )
+    elif n_channels != 3:
+        raise ValueError(
+            f"Expected an RGB image of shape (height, width, 3); got {n_channels} channels (shape {shape}). "
+            "Images must be channel-last."
+        )
+    dtype = np.dtype(image.dtype)
+    if dtype != np.uint8:
+        raise ValueError(
+            f"The H&E image must be uint8 (0-255 RGB); got dtype {dtype}. Convert it first, "
+            "e.g. `skimage.util.img_as_ubyte(image)`."
+        )
+    height, width = int(shape[0]), int(shape[1])
+    if scale_factors == "auto":
+        factors: list[int] | None = _auto_scale_factors(height, width) or None
+    else:
+        factors = list(scale_factors) if scale_factors else None
+    if transformations is None:
+        transformations = {GLOBAL_CS: Identity()}
+    chunk_arg = (3, int(chunks), int(chunks)) if chunks else None
+    return Image2DModel.parse(
+        image.transpose(2, 0, 1),
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        scale_factors=factors,
+        transformations=dict(transformations),
+        chunks=chunk_arg,
+    )
+
+
+def _image_levels(element: Any) -> list[xr.DataArray]:
+    """The resolution levels of an image element, finest (level 0) first."""
+    import xarray as xr
+
+    if isinstance(element, xr.DataArray):
+        return [element]
+    levels: list[tuple[int, xr.DataArray]] = []
+    for node in element.children.values():
+        data_vars = list(node.ds.data_vars.values())
+        if not data_vars:
+            continue
+        levels.append((int(np.prod(data_vars[0].shape)), data_vars[0]))
+    if not levels:
+        raise ValueError("The multiscale image element holds no data.")
+    levels.sort(key=lambda t: -t[0])
+    return [arr for _, arr in levels]
+
+
+def _image_hw(arr: xr.DataArray) -> tuple[int, int]:
+    """(height, width) of a ``(c, y, x)`` image level."""
+    return int(arr.sizes["y"]), int(arr.sizes["x"])
+
+
+def _global_to_pixel(sdata: SpatialData, image_key: str) -> np.ndarray:
+    """3×3 affine mapping global ``(x, y, 1)`` to pixel ``(x, y, 1)`` of level 0 of ``sdata[image_key]``.
+
+    It is the inverse of the image's transformation to the ``"global"`` coordinate system
+    (identity for a full-resolution H&E written by :mod:`spacrd_sc.io`).
+    """
+    from spatialdata.transformations import get_transformation
+
+    if image_key not in sdata.images:
+        raise KeyError(f"No image {image_key!r} in the SpatialData (images: {list(sdata.images) or 'none'}).")
+    element = sdata.images[image_key]
+    transforms = get_transformation(element, get_all=True)
+    if GLOBAL_CS not in transforms:
+        raise ValueError(
+            f"Image {image_key!r} has no transformation to the {GLOBAL_CS!r} coordinate system "
+            f"(it has {list(transforms)})."
+        )
+    to_global = np.asarray(
+        transforms[GLOBAL_CS].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float
+    )
+    try:
+        return np.linalg.inv(to_global)
+    except np.linalg.LinAlgError as err:
+        raise ValueError(f"The transformation of image {image_key!r} to {GLOBAL_CS!r} is singular.") from err
+
+
+def _apply_affine(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Apply a 3×3 affine to ``(n, 2)`` points."""
+    xy = np.asarray(xy, dtype=float)
+    return xy @ affine[:2, :2].T + affine[:2, 2]
+
+
+def _affine_scale(affine: np.ndarray) -> float:
+    """Isotropic length scale of a 3×3 affine (square root of the determinant of its linear part)."""
+    return float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# files and coordinates
+# ----------------------------------------------------------------------------------------------------------
+def _check_file(path: str | Path, what: str) -> Path:
+    """Return ``path`` as a :class:`~pathlib.Path`; :class:`FileNotFoundError` naming it when absent."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {str(p)!r}")
+    return p
+
+
+@contextlib.contextmanager
+def _allow_large_images(limit: int = MAX_IMAGE_PIXELS) -> Iterator[None]:
+    """Raise PIL's decompression-bomb limit for the duration of one read, then restore it."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    if previous is not None and previous < limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _read_image_file(path: str | Path) -> np.ndarray:
+    """Read a jpg/png/tif H&E into a ``(height, width, channels)`` numpy array (no conversion of dtype).
+
+    Whole-slide images above PIL's default pixel limit are allowed for this read only (up to 2.5 Gpx).
+    Palette / CMYK / YCbCr images are converted to RGB; grayscale stays 2-D (rejected by the image model).
+    """
+    p = _check_file(path, "Image file")
+    if p.suffix.lower() in {".tif", ".tiff"}:
+        import tifffile
+
+        arr = tifffile.imread(p)
+        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
+        return np.asarray(arr)
+    from PIL import Image
+
+    with _allow_large_images(), Image.open(p) as img:
+        logger.debug("Reading %s (%d x %d px, mode %s).", p, img.width, img.height, img.mode)
+        if img.mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
+            img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+        return np.asarray(img)
+
+
+def _spots_outside(xy: np.ndarray, radius: float, height: int, width: int) -> np.ndarray:
+    """Boolean mask of spots whose centre lies more than ``radius`` outside ``[0, width] × [0, height]``.
+
+    Such a spot is more than half outside the image (it does not overlap it at all).
+    """
+    xy = np.asarray(xy, dtype=float)
+    x, y = xy[:, 0], xy[:, 1]
+    return (x < -radius) | (y < -radius) | (x > width + radius) | (y > height + radius) | ~np.isfinite(x + y)
+
+
+def _check_spots_inside(
+    xy: np.ndarray, radius: float, height: int, width: int, *, names: Sequence[str] | None = None
+) -> None:
+    """:class:`ValueError` when any spot centre lies more than ``radius`` outside the image."""
+    outside = _spots_outside(xy, radius, height, width)
+    n_out = int(outside.sum())
+    if n_out:
+        which = np.flatnonzero(outside)[:5]
+        shown = [str(names[i]) for i in which] if names is not None else [str(i) for i in which]
+        raise ValueError(
+            f"{n_out} of {len(xy)} spot centres lie outside the {width} x {height} px image by more than "
+            f"half a spot (e.g. {', '.join(shown)}). Check that the coordinates and the image match "
+            "(image_scale / pixel frame)."
+        )
+
+
+def _make_unique(names: Sequence[str]) -> list[str]:
+    """Make names unique the anndata way (``GENE``, ``GENE-1``, ...); log how many were duplicated."""
+    import pandas as pd
+
+    idx = pd.Index([str(n) for n in names])
+    if idx.is_unique:
+        return list(idx)
+    dup = idx[idx.duplicated()].unique()
+    logger.warning(
+        "%d gene names are duplicated (e.g. %s); they were made unique by appending '-1', '-2', ...",
+        len(dup),
+        ", ".join(map(str, dup[:5])),
+    )
+    from anndata.utils import make_index_unique
+
+    return list(make_index_unique(idx))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scanpy / squidpy uns['spatial']
+# ----------------------------------------------------------------------------------------------------------
+#: Level 0 up to this size may be read whole to make the ``hires`` copy when the pyramid is not stored.
+_DIRECT_RESIZE_MAX_BYTES = 2**30
+
+
+def _is_derived(level: Any, level0: Any) -> bool:
+    """Whether a pyramid level is computed lazily from level 0 (more dask layers) rather than stored."""
+    try:
+        return len(level.data.dask.layers) > len(level0.data.dask.layers)
+    except AttributeError:  # numpy-backed or a dask without high-level graphs
+        return False
+
+
+def _downscaled_rgb(element: Any, affine: np.ndarray, max_px: int) -> tuple[np.ndarray, float] | None:
+    """A ``(h, w, 3)`` uint8 copy of an image element, longer side ≤ ``max_px``, and its global→pixel scale.
+
+    Reads the coarsest pyramid level whose longer side is still ≥ the target and resizes it with PIL
+    (antialiased). Returns ``None`` when the image cannot be expressed by one scalar scale factor
+    (rotation, shear, anisotropy or a translation in its transform to global).
+    """
+    from PIL import Image
+
+    lin = affine[:2, :2]
+    sx, sy = float(lin[0, 0]), float(lin[1, 1])
+    off_diag = max(abs(lin[0, 1]), abs(lin[1, 0]))
+    if (
+        sx <= 0
+        or off_diag > 1e-9 * max(sx, 1.0)
+        or abs(sx - sy) > 1e-6 * sx
+        or np.abs(affine[:2, 2]).max() > 0.5
+    ):
+        logger.warning(
+            "The image's transformation to global is not a pure isotropic scale; no 'hires' image is "
+            "written to uns['spatial'] (squidpy cannot express it with one scale factor)."
+        )
+        return None
+    levels = _image_levels(element)
+    h0, w0 = _image_hw(levels[0])
+    f = min(1.0, max_px / max(h0, w0))
+    th, tw = max(1, int(round(h0 * f))), max(1, int(round(w0 * f)))
+    target_side = max(th, tw)
+    chosen = levels[0]
+    for lvl in levels[1:]:
+        if max(_image_hw(lvl)) >= target_side:
+            chosen = lvl
+    if (
+        chosen is not levels[0]
+        and _is_derived(chosen, levels[0])
+        and levels[0].nbytes <= _DIRECT_RESIZE_MAX_BYTES
+    ):
+        # a pyramid built lazily from an in-memory level 0: resizing level 0 with PIL is several times
+        # faster than computing the coarsened level through dask (stored pyramids are read as they are)
+        chosen = levels[0]
+    hl, wl = _image_hw(chosen)
+    data = chosen.data
+    rgb = np.asarray(data.compute() if hasattr(data, "compute") else data)
+    rgb = np.ascontiguousarray(np.moveaxis(rgb, 0, -1)[..., :3]).astype(np.uint8, copy=False)
+    if (hl, wl) != (th, tw):
+        # box in the chosen level's pixels covering exactly (tw / f, th / f) level-0 pixels
+        lx, ly = wl / w0, hl / h0
+        # (clamped: rounding the target size can overshoot the source by a fraction of a pixel)
+        box = (0.0, 0.0, min(tw / f * lx, float(wl)), min(th / f * ly, float(hl)))
+        rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.Resampling.BILINEAR, box=box))
+    return rgb, f * sx
+
+
+def _add_scanpy_spatial(
+    sdata: SpatialData,
+    *,
+    table_key: str,
+    library_id: str,
+    spot_diameter_px: float,
+    image_key: str | None,
+    platform: str,
+    metadata: Mapping[str, Any] | None = None,
+    hires_max_px: int = 2000,
+) -> None:
+    """Fill ``sdata[table_key].uns['spatial'][library_id]`` the way scanpy/squidpy expect it.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData; its table must hold ``obsm['spatial']`` in global units.
+    table_key
+        Table to annotate.
+    library_id
+        Key under ``uns['spatial']`` (the section name).
+    spot_diameter_px
+        Spot diameter in units of the ``"global"`` coordinate system (full-resolution pixels).
+    image_key
+        Image element to copy a downscaled ``"hires"`` image from; ``None`` for an image-less section.
+    platform
+        Written to the metadata (e.g. ``"legacy_st"``, ``"visium"``).
+    metadata
+        Extra metadata entries (``None`` values are dropped: anndata cannot write them).
+    hires_max_px
+        Longer side of the ``"hires"`` copy.
+
+    Notes
+    -----
+    Writes ``scalefactors['spot_diameter_fullres']``; when an image is given, ``images['hires']``
+    (uint8 RGB) and ``scalefactors['tissue_hires_scalef']`` mapping global units to its pixels; and
+    ``metadata`` with ``platform``, ``image_key``, ``spots_key`` and the extra entries.
+    """
+    adata = _get_table(sdata, table_key)
+    if SPATIAL_KEY not in adata.obsm:
+        raise KeyError(f"Table {table_key!r} has no obsm['spatial'].")
+    meta: dict[str, Any] = {"platform": platform}
+    if image_key is not None:
+        meta["image_key"] = image_key
+    region = adata.uns.get("spatialdata_attrs", {}).get("region")
+    if isinstance(region, str):
+        meta["spots_key"] = region
+    elif isinstance(region, list | tuple | np.ndarray) and len(region) == 1:
+        meta["spots_key"] = str(region[0])
+    for k, v in dict(metadata or {}).items():
+        if v is None:
+            continue
+        meta[k] = v.item() if isinstance(v, np.generic) else v
+
+    hires, scalef = None, 1.0
+    if image_key is not None:
+        affine = _global_to_pixel(sdata, image_key)
+        out = _downscaled_rgb(sdata.images[image_key], affine, hires_max_px)
+        if out is not None:
+            hires, scalef = out
+    _set_scanpy_spatial(
+        adata,
+        library_id,
+        spot_diameter_fullres=float(spot_diameter_px),
+        hires_image=hires,
+        hires_scalef=scalef,
+        metadata=meta,
+    )
