@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, io, pp  # tl, pl and SpaCRD are wired in once the model package lands
+from . import datasets, io, pl, pp, tl
+from .model import SpaCRD
 
 try:
     __version__ = version("spacrd_sc")

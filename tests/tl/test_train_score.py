@@ -9,24 +9,27 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 import spacrd_sc as sc_crd
 
 FAST = {"epochs": 4, "device": "cpu", "progress_bar": False}
+#: A small network keeps these tests fast; the default sizes are covered by tests/model.
+SMALL = {"model_kwargs": {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8}}
+D = 32
 
 
 @pytest.fixture
 def trained(sources):
-    model = sc_crd.tl.align(sources, n_top_genes=60, **FAST)
+    model = sc_crd.tl.align(sources, n_top_genes=60, **SMALL, **FAST)
     return sc_crd.tl.fit_vrbca(sources, model, **FAST)
 
 
 def test_pipeline_outputs(sources, target, trained):
     model = trained
     assert model.image_less and model.is_fitted and len(model.genes) == 60
-    assert sources.obsm["X_spacrd"].shape == (sources.n_obs, 512)
+    assert sources.obsm["X_spacrd"].shape == (sources.n_obs, D)
     assert sources.obsm["X_spacrd"].dtype == np.float32
     assert sc_crd.tl.cancer_score(target, model) is None
     s = target.obs["spacrd_score"]
     assert s.dtype == np.float32 and s.between(0, 1).all()
     assert target.obs["spacrd_cancer"].dtype == bool
-    assert target.obsm["X_spacrd"].shape == (target.n_obs, 512)
+    assert target.obsm["X_spacrd"].shape == (target.n_obs, D)
     uns = target.uns["spacrd"]
     assert uns["params"]["image_less"] is True
     assert uns["params"]["n_model_genes"] == 60 and uns["params"]["n_genes_absent"] == 0
@@ -77,7 +80,7 @@ def test_save_load_identical_scores(tmp_path, target, trained):
 
 def test_same_seed_same_scores(sources, target):
     def run(seed):
-        m = sc_crd.tl.align(sources, n_top_genes=40, seed=seed, **FAST)
+        m = sc_crd.tl.align(sources, n_top_genes=40, seed=seed, **SMALL, **FAST)
         m = sc_crd.tl.fit_vrbca(sources, m, seed=seed, **FAST)
         return sc_crd.tl.cancer_score(target, m, copy=True).obs["spacrd_score"].to_numpy()
 
@@ -98,13 +101,13 @@ def test_absent_genes_filled_and_low_overlap_refused(target, trained, caplog):
 
 
 def test_image_mode_and_ablations(sources_img):
-    m = sc_crd.tl.align(sources_img, n_top_genes=40, **FAST)
+    m = sc_crd.tl.align(sources_img, n_top_genes=40, **SMALL, **FAST)
     assert not m.image_less and m.n_image_features == 32
     m = sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
     assert m.is_fitted
     for kw in ({"use_contrastive": False}, {"use_cross_attention": False}, {"use_vae": False},
                {"modality": "expression"}, {"modality": "image"}):
-        m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **FAST)
+        m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **SMALL, **FAST)
         sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
         assert m.is_fitted
 
@@ -128,6 +131,6 @@ def test_bad_inputs(sources, target, trained):
         sc_crd.tl.cancer_score(t, trained)
     with pytest.raises(ValueError, match="image features"):
         sc_crd.tl.align(sources, modality="image", **FAST)
-    untrained = sc_crd.tl.align(sources, n_top_genes=20, **FAST)
+    untrained = sc_crd.tl.align(sources, n_top_genes=20, **SMALL, **FAST)
     with pytest.raises(ValueError, match="not trained"):
         sc_crd.tl.cancer_score(target, untrained)

@@ -1,0 +1,245 @@
+"""her2st leave-one-section-out: SpaCRD, its ablations and simple baselines on the same folds.
+
+For each of the 8 labelled her2st sections, train on the other 7 and score the held-out one (no target
+label is used for training, thresholds, stopping or normalisation). Writes
+``benchmarks/results/her2st_loo.md``, ``her2st_loo.csv`` and ``her2st_loo_auc.png`` and prints the tables.
+
+    SPACRD_DATA_DIR=../shared/data python benchmarks/her2st_loo.py            # full run
+    python benchmarks/her2st_loo.py --seeds 1 --sections G2 --methods SpaCRD   # one quick fold
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import squidpy as sq
+
+import spacrd_sc as sc_crd
+from spacrd_sc.tl import _prep
+from spacrd_sc.tl._threshold import gmm_threshold
+
+import _baselines as bl  # noqa: E402  (run as a script from the repository root or benchmarks/)
+
+SECTIONS = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
+RESULTS = Path(__file__).parent / "results"
+PAPER = json.loads((Path(__file__).parent / "paper_values.json").read_text())
+
+SPACRD = {
+    "SpaCRD": {},
+    "SpaCRD −contrastive": {"use_contrastive": False},
+    "SpaCRD −cross-attention": {"use_cross_attention": False},
+    "SpaCRD −VAE": {"use_vae": False},
+}
+BASELINES = [
+    "LogReg (log-expr)", "LogReg (per-section z)", "LogReg (z + smoothing)", "LightGBM (z + smoothing)",
+    "Marker score",
+]
+
+
+def load_sections(data_dir: str | None) -> dict[str, ad.AnnData]:
+    out = {}
+    for s in SECTIONS:
+        a = sc_crd.datasets.her2st(s, path=data_dir).tables["table"]
+        a = ad.AnnData(a.X, obs=a.obs[["pathology", "cancer"]].copy(), var=pd.DataFrame(index=a.var_names),
+                       obsm={"spatial": np.asarray(a.obsm["spatial"])})
+        sq.gr.spatial_neighbors(a, n_neighs=6, coord_type="generic")
+        out[s] = a
+    return out
+
+
+def reference_labels(data_dir: Path, section: str) -> np.ndarray | None:
+    f = data_dir / "spacrd_reference" / "data" / f"{section[0]}_label.txt"
+    return np.loadtxt(f).astype(bool) if f.exists() else None
+
+
+def metrics(target: ad.AnnData, scores: np.ndarray, ref: np.ndarray | None) -> dict[str, float]:
+    t = target.copy()
+    t.obs["m_score"] = scores
+    thr, _ = gmm_threshold(scores)
+    out = {f"{k}": v for k, v in sc_crd.tl.evaluate(t, score_key="m_score", threshold=thr).items()
+           if k in ("auc", "ap", "f1", "ks")}
+    out.update({f"{k}_noundet": v for k, v in sc_crd.tl.evaluate(
+        t, score_key="m_score", threshold=thr, exclude_undetermined=True).items() if k in ("auc", "ap", "f1", "ks")})
+    if ref is not None and len(ref) == t.n_obs:
+        t.obs["ref"] = ref
+        out.update({f"{k}_ref": v for k, v in sc_crd.tl.evaluate(
+            t, score_key="m_score", label_key="ref", threshold=thr).items() if k in ("auc", "ap", "f1", "ks")})
+    out["threshold"] = thr
+    return out
+
+
+def run_fold(secs, target_name, methods, seeds, epochs, data_dir) -> list[dict]:
+    target = secs[target_name]
+    sources = ad.concat({s: a for s, a in secs.items() if s != target_name}, label="section", join="inner",
+                        pairwise=True)
+    ref = reference_labels(data_dir, target_name)
+    genes = _prep.select_genes(sources, layer=None, library_key="section", n_top_genes=3000,
+                               restrict_to=list(target.var_names))
+    rows = []
+
+    def record(method, seed, scores, seconds, extra=None):
+        m = metrics(target, scores, ref)
+        rows.append({"method": method, "section": target_name, "seed": seed, "seconds": seconds, **m,
+                     "extra": json.dumps(extra or {})})
+        logging.info("%s %s seed %d: AUC %.3f F1 %.3f (%.1fs)", target_name, method, seed, m["auc"], m["f1"],
+                     seconds)
+
+    for method, kw in SPACRD.items():
+        if method not in methods:
+            continue
+        for seed in seeds:
+            t0 = time.perf_counter()
+            sched = {} if epochs is None else {"epochs": epochs}
+            model = sc_crd.tl.align(sources, image_key=None, genes=genes, seed=seed, progress_bar=False,
+                                    device="cpu", **kw, **sched)
+            sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu", **sched)
+            t = target.copy()
+            sc_crd.tl.cancer_score(t, model)
+            record(method, seed, t.obs["spacrd_score"].to_numpy(), time.perf_counter() - t0)
+
+    ys = sources.obs["cancer"].to_numpy().astype(int)
+    sec_codes = _prep._sections(sources, "section")
+    cache = {}
+
+    def feats(kind):
+        if kind not in cache:
+            scaling = "none" if kind == "raw" else "standard"
+            Xs = bl.features(sources, genes, library_key="section", scaling=scaling)
+            Xt = bl.features(target, genes, library_key=None, scaling=scaling)
+            if kind == "smooth":
+                Xs, Xt = bl.smooth(sources, Xs), bl.smooth(target, Xt)
+            cache[kind] = (Xs, Xt)
+        return cache[kind]
+
+    plan = {
+        "LogReg (log-expr)": (bl.logreg, "raw"), "LogReg (per-section z)": (bl.logreg, "z"),
+        "LogReg (z + smoothing)": (bl.logreg, "smooth"), "LightGBM (z + smoothing)": (bl.lightgbm, "smooth"),
+    }
+    for method in BASELINES:
+        if method not in methods:
+            continue
+        for seed in seeds if method.startswith("LightGBM") else seeds[:1]:
+            t0 = time.perf_counter()
+            if method == "Marker score":
+                scores, extra = bl.marker_score(target, seed=seed)
+            else:
+                fn, kind = plan[method]
+                Xs, Xt = feats(kind)
+                scores, extra = fn(Xs, ys, sec_codes, Xt, seed=seed)
+            record(method, seed, scores, time.perf_counter() - t0, extra)
+    return rows
+
+
+def summarise(df: pd.DataFrame, methods: list[str], suffix: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    cols = [f"{m}{suffix}" for m in ("auc", "ap", "f1", "ks")]
+    per_seed = df.groupby(["method", "section"])[cols]
+    mean, sd = per_seed.mean(), per_seed.std().fillna(0.0)
+    per_section = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+    overall = mean.groupby("method").mean().reindex([m for m in methods if m in mean.index.get_level_values(0)])
+    return per_section, overall
+
+
+def figure(df: pd.DataFrame, methods: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    auc = df.groupby(["section", "method"])["auc"].mean().unstack()
+    cols = [m for m in methods if m in auc.columns]
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=110)
+    width = 0.8 / (len(cols) + 2)
+    x = np.arange(len(auc.index))
+    for i, m in enumerate(cols):
+        ax.bar(x + i * width, auc[m].to_numpy(), width, label=m)
+    for j, (name, vals) in enumerate(PAPER["methods"].items()):
+        v = [vals.get(s, {}).get("auc", np.nan) for s in auc.index]
+        ax.bar(x + (len(cols) + j) * width, v, width, label=f"{name} (paper, with H&E)", hatch="//",
+               edgecolor="black", alpha=0.6)
+    for name, vals in PAPER["mean"].items():
+        ax.axhline(vals["auc"], color="black", ls="--", lw=1, label=f"{name} paper mean AUC (with H&E)")
+    ax.set_xticks(x + width * (len(cols) + 1) / 2, auc.index)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("ROC-AUC (held-out section)")
+    ax.legend(ncol=3, fontsize=7, loc="lower left")
+    ax.set_title("her2st leave-one-section-out (ours: image-less, mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPACRD_DATA_DIR)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--sections", nargs="*", default=SECTIONS)
+    p.add_argument("--methods", nargs="*", default=list(SPACRD) + BASELINES)
+    p.add_argument("--epochs", type=int, default=None, help="override the model's default epochs")
+    p.add_argument("--out", default=str(RESULTS / "her2st_loo"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("spacrd_sc").setLevel(logging.WARNING)
+    import os
+
+    data_dir = Path(args.data_dir or os.environ.get("SPACRD_DATA_DIR", Path(__file__).parents[2] / "shared/data"))
+    t_start = time.perf_counter()
+    secs = load_sections(str(data_dir))
+    rows = []
+    for s in args.sections:
+        rows += run_fold(secs, s, args.methods, list(range(args.seeds)), args.epochs, data_dir)
+        pd.DataFrame(rows).to_csv(f"{args.out}.csv", index=False)
+    wall = time.perf_counter() - t_start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    df = pd.DataFrame(rows)
+    df.to_csv(f"{args.out}.csv", index=False)
+    write_report(df, args, wall, peak_gb, Path(args.out))
+    figure(df, args.methods, Path(f"{args.out}_auc.png"))
+
+
+def write_report(df: pd.DataFrame, args, wall: float, peak_gb: float, out: Path) -> None:
+    methods = [m for m in args.methods if m in set(df["method"])]
+    lines = ["# her2st leave-one-section-out", ""]
+    lines += [
+        f"Sections: {', '.join(args.sections)}; seeds: {args.seeds} (baselines other than LightGBM are deterministic: "
+        "one run). SpaCRD runs **image-less** (expression + neighbourhood): labelled H&E is not available here. "
+        "F1 at the label-free GMM threshold of each held-out section (the same rule for every method). "
+        f"Whole run: {wall / 60:.1f} min wall on this machine ({os.cpu_count()} cores), peak RSS {peak_gb:.1f} GB.",
+        "",
+    ]
+    for title, suffix in (("Pathologist labels (cancer = invasive cancer + cancer in situ)", ""),
+                          ("`undetermined` spots left out", "_noundet"),
+                          ("Against the reference method's own binary labels", "_ref")):
+        if f"auc{suffix}" not in df:
+            continue
+        per_section, overall = summarise(df, methods, suffix)
+        lines += [f"## {title}", "", "Mean over sections (each section: mean over seeds):", "",
+                  overall.round(3).to_markdown(), ""]
+        if suffix == "":
+            lines += ["Per section, mean ± sd over seeds:", "", per_section.to_markdown(), ""]
+    lines += ["## Paper values (for comparison only)", "", PAPER["source"], ""]
+    lines += [pd.DataFrame(PAPER["mean"]).T.to_markdown(), ""]
+    rows = []
+    for name, vals in PAPER["methods"].items():
+        for s in SECTIONS:
+            if s in vals:
+                rows.append({"method": name, "section": s, **vals[s]})
+    if rows:
+        lines += [pd.DataFrame(rows).set_index(["method", "section"]).to_markdown(), ""]
+    t = df.groupby(["method", "section"])["seconds"].mean().groupby("method").median().reindex(methods)
+    lines += ["## Speed", "", "Median over folds of the mean seconds per fit+score (one seed):", "",
+              t.round(1).to_frame("seconds per fold").to_markdown(), ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+import os  # noqa: E402
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""On-disk format of a trained :class:`~spacrd_sc.model.SpaCRD` (a directory; no pickle anywhere).
+
+``<dir>/model.safetensors``
+    every weight and buffer of the network (safetensors, loaded without code execution);
+``<dir>/config.json``
+    format name and version, package version, constructor arguments (gene list included),
+    preprocessing record, training history and state, the weights' sha256 and their names and shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_NAME = "spacrd_sc.SpaCRD"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def package_version() -> str:
+    """Installed version of ``spacrd_sc`` (``"unknown"`` from a bare source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spacrd_sc")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_model_dir(
+    path: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict[str, Any], *, overwrite: bool
+) -> Path:
+    """Write ``state`` and ``meta`` into directory ``path`` (a non-empty one only with ``overwrite``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{str(path)!r} exists and is not a directory.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"Directory {str(path)!r} exists and is not empty; "
+            "pass overwrite=True to replace the model in it."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    weights = path / WEIGHTS_FILE
+    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT_NAME}))
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "package_version": package_version(),
+        **meta,
+        "weights_sha256": _sha256(weights),
+        "weights": {k: list(v.shape) for k, v in tensors.items()},
+    }
+    text = json.dumps(meta, indent=1)
+
+    def _write_json(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    _atomic_write(path / CONFIG_FILE, _write_json)
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``config.json`` of a saved model directory (both files must exist)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"No saved SpaCRD model at {str(path)!r}: not a directory.")
+    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a complete SpaCRD model directory: missing {', '.join(missing)}."
+        )
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path / CONFIG_FILE)!r} is not valid JSON ({err}).") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{str(path / CONFIG_FILE)!r} does not describe a {FORMAT_NAME} model.")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format_version {version!r}; this spacrd_sc reads up to {FORMAT_VERSION}. "
+            "Upgrade spacrd_sc."
+        )
+    for key in ("config", "weights", "weights_sha256"):
+        if key not in meta:
+            raise KeyError(f"{str(path / CONFIG_FILE)!r} has no {key!r} entry.")
+    return meta
+
+
+def read_weights(
+    path: str | os.PathLike, meta: dict[str, Any], expected: dict[str, torch.Size], device: str
+) -> dict[str, torch.Tensor]:
+    """Load the safetensors weights onto ``device`` after checking checksum, names and shapes."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = Path(path) / WEIGHTS_FILE
+    if _sha256(weights) != meta["weights_sha256"]:
+        raise ValueError(
+            f"{str(weights)!r} does not match the checksum recorded in {CONFIG_FILE}: "
+            "the weights were modified or belong to another model."
+        )
+    try:
+        tensors = load_file(str(weights), device=device)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{str(weights)!r} could not be read as safetensors ({err}).") from err
+    _compare(tensors.keys(), {k: tuple(v.shape) for k, v in tensors.items()}, expected, "weights file")
+    recorded = {k: tuple(v) for k, v in meta["weights"].items()}
+    _compare(recorded.keys(), recorded, expected, f"{CONFIG_FILE} 'weights'")
+    return tensors
+
+
+def _compare(names, shapes: dict[str, tuple], expected: dict[str, torch.Size], where: str) -> None:
+    missing = sorted(set(expected) - set(names))
+    unexpected = sorted(set(names) - set(expected))
+    wrong = [
+        f"{k}: {shapes[k]} vs {tuple(expected[k])}"
+        for k in sorted(set(names) & set(expected))
+        if tuple(shapes[k]) != tuple(expected[k])
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+        if wrong:
+            parts.append(f"shape mismatch (saved vs config) {wrong[:5]}")
+        raise ValueError(f"The {where} does not match the saved configuration: " + "; ".join(parts) + ".")
