@@ -51,7 +51,7 @@ def _cv_choose(make, X: np.ndarray, y: np.ndarray, sections: np.ndarray, grid: l
 
 def logreg(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
     make = lambda C: LogisticRegression(C=C, max_iter=3000, random_state=seed)  # noqa: E731
-    C = _cv_choose(make, Xs, ys, secs, [0.001, 0.01, 0.1, 1.0])
+    C = _cv_choose(make, Xs, ys, secs, [0.001, 0.01, 0.1])
     return make(C).fit(Xs, ys).predict_proba(Xt)[:, 1], {"C": C}
 
 

@@ -23,11 +23,22 @@ GROUP_SIZE = 16
 
 @contextlib.contextmanager
 def seeded(seed: int, device: str) -> Iterator[None]:
-    """Seed torch for a block and restore the caller's global RNG state afterwards."""
+    """Seed torch for a block, with deterministic kernels, and restore the caller's RNG and settings afterwards.
+
+    Deterministic kernels matter on the CPU too: the backward pass of the neighbour gather accumulates into
+    repeated rows, which multi-threaded kernels otherwise sum in a varying order (differences of ~1e-8
+    that grow over epochs). ``warn_only`` keeps ops without a deterministic variant usable.
+    """
     devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
-        yield
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
 
 
 def autocast(device: str, amp: bool) -> contextlib.AbstractContextManager:

@@ -97,7 +97,9 @@ def score_distribution(
     else:
         if groupby not in adata.obs:
             raise KeyError(f"groupby {groupby!r} is not a column of adata.obs ({list(adata.obs.columns)}).")
-        groups = pd.Categorical(adata.obs[groupby].astype(str))
+        col = adata.obs[groupby]
+        cats_in_order = col.cat.categories.astype(str) if isinstance(col.dtype, pd.CategoricalDtype) else None
+        groups = pd.Categorical(col.astype(str), categories=cats_in_order)
     cats = list(order) if order is not None else [c for c in groups.categories if (groups == c).any()]
     unknown = set(cats) - set(groups.categories)
     if unknown:
