@@ -22,7 +22,9 @@ MARKERS = ["ERBB2", "GRB7", "PGAP3", "STARD3", "EPCAM", "KRT8", "KRT18", "KRT19"
 
 
 def features(a: AnnData, genes: list[str], *, library_key: str | None, scaling: str) -> np.ndarray:
-    return _prep.gene_matrix(a, genes, layer=None, sections=_prep._sections(a, library_key), scaling=scaling)[0]
+    return _prep.gene_matrix(a, genes, layer=None, sections=_prep._sections(a, library_key), scaling=scaling)[
+        0
+    ]
 
 
 def smooth(a: AnnData, X: np.ndarray) -> np.ndarray:
@@ -59,8 +61,15 @@ def lightgbm(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
     import lightgbm as lgb
 
     make = lambda n: lgb.LGBMClassifier(  # noqa: E731
-        n_estimators=n, learning_rate=0.05, num_leaves=15, subsample=0.8, subsample_freq=1,
-        colsample_bytree=0.3, random_state=seed, n_jobs=2, verbose=-1,
+        n_estimators=n,
+        learning_rate=0.05,
+        num_leaves=15,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.3,
+        random_state=seed,
+        n_jobs=2,
+        verbose=-1,
     )
     n = _cv_choose(make, Xs, ys, secs, [100, 300])
     return make(n).fit(Xs, ys).predict_proba(Xt)[:, 1], {"n_estimators": n}

@@ -17,6 +17,7 @@ import resource
 import time
 from pathlib import Path
 
+import _baselines as bl  # noqa: E402  (run as a script from the repository root or benchmarks/)
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -25,8 +26,6 @@ import squidpy as sq
 import spacrd_sc as sc_crd
 from spacrd_sc.tl import _prep
 from spacrd_sc.tl._threshold import gmm_threshold
-
-import _baselines as bl  # noqa: E402  (run as a script from the repository root or benchmarks/)
 
 SECTIONS = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
 #: Run order: sections never looked at during development first, so a cut-short run still gives the clean estimate.
@@ -41,7 +40,10 @@ SPACRD = {
     "SpaCRD −VAE": {"use_vae": False},
 }
 BASELINES = [
-    "LogReg (log-expr)", "LogReg (per-section z)", "LogReg (z + smoothing)", "LightGBM (z + smoothing)",
+    "LogReg (log-expr)",
+    "LogReg (per-section z)",
+    "LogReg (z + smoothing)",
+    "LightGBM (z + smoothing)",
     "Marker score",
 ]
 
@@ -50,8 +52,12 @@ def load_sections(data_dir: str | None) -> dict[str, ad.AnnData]:
     out = {}
     for s in SECTIONS:
         a = sc_crd.datasets.her2st(s, path=data_dir).tables["table"]
-        a = ad.AnnData(a.X, obs=a.obs[["pathology", "cancer"]].copy(), var=pd.DataFrame(index=a.var_names),
-                       obsm={"spatial": np.asarray(a.obsm["spatial"])})
+        a = ad.AnnData(
+            a.X,
+            obs=a.obs[["pathology", "cancer"]].copy(),
+            var=pd.DataFrame(index=a.var_names),
+            obsm={"spatial": np.asarray(a.obsm["spatial"])},
+        )
         sq.gr.spatial_neighbors(a, n_neighs=6, coord_type="generic")
         out[s] = a
     return out
@@ -66,33 +72,59 @@ def metrics(target: ad.AnnData, scores: np.ndarray, ref: np.ndarray | None) -> d
     t = target.copy()
     t.obs["m_score"] = scores
     thr, _ = gmm_threshold(scores)
-    out = {f"{k}": v for k, v in sc_crd.tl.evaluate(t, score_key="m_score", threshold=thr).items()
-           if k in ("auc", "ap", "f1", "ks")}
-    out.update({f"{k}_noundet": v for k, v in sc_crd.tl.evaluate(
-        t, score_key="m_score", threshold=thr, exclude_undetermined=True).items() if k in ("auc", "ap", "f1", "ks")})
+    out = {
+        f"{k}": v
+        for k, v in sc_crd.tl.evaluate(t, score_key="m_score", threshold=thr).items()
+        if k in ("auc", "ap", "f1", "ks")
+    }
+    out.update(
+        {
+            f"{k}_noundet": v
+            for k, v in sc_crd.tl.evaluate(
+                t, score_key="m_score", threshold=thr, exclude_undetermined=True
+            ).items()
+            if k in ("auc", "ap", "f1", "ks")
+        }
+    )
     if ref is not None and len(ref) == t.n_obs:
         t.obs["ref"] = ref
-        out.update({f"{k}_ref": v for k, v in sc_crd.tl.evaluate(
-            t, score_key="m_score", label_key="ref", threshold=thr).items() if k in ("auc", "ap", "f1", "ks")})
+        out.update(
+            {
+                f"{k}_ref": v
+                for k, v in sc_crd.tl.evaluate(t, score_key="m_score", label_key="ref", threshold=thr).items()
+                if k in ("auc", "ap", "f1", "ks")
+            }
+        )
     out["threshold"] = thr
     return out
 
 
 def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir) -> list[dict]:
     target = secs[target_name]
-    sources = ad.concat({s: a for s, a in secs.items() if s != target_name}, label="section", join="inner",
-                        pairwise=True)
+    sources = ad.concat(
+        {s: a for s, a in secs.items() if s != target_name}, label="section", join="inner", pairwise=True
+    )
     ref = reference_labels(data_dir, target_name)
-    genes = _prep.select_genes(sources, layer=None, library_key="section", n_top_genes=3000,
-                               restrict_to=list(target.var_names))
+    genes = _prep.select_genes(
+        sources, layer=None, library_key="section", n_top_genes=3000, restrict_to=list(target.var_names)
+    )
     rows = []
 
     def record(method, seed, scores, seconds, extra=None):
         m = metrics(target, scores, ref)
-        rows.append({"method": method, "section": target_name, "seed": seed, "seconds": seconds, **m,
-                     "extra": json.dumps(extra or {})})
-        logging.info("%s %s seed %d: AUC %.3f F1 %.3f (%.1fs)", target_name, method, seed, m["auc"], m["f1"],
-                     seconds)
+        rows.append(
+            {
+                "method": method,
+                "section": target_name,
+                "seed": seed,
+                "seconds": seconds,
+                **m,
+                "extra": json.dumps(extra or {}),
+            }
+        )
+        logging.info(
+            "%s %s seed %d: AUC %.3f F1 %.3f (%.1fs)", target_name, method, seed, m["auc"], m["f1"], seconds
+        )
 
     for method, kw in SPACRD.items():
         if method not in methods:
@@ -100,8 +132,16 @@ def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir
         for seed in seeds if method == "SpaCRD" else ablation_seeds:
             t0 = time.perf_counter()
             sched = {} if epochs is None else {"epochs": epochs}
-            model = sc_crd.tl.align(sources, image_key=None, genes=genes, seed=seed, progress_bar=False,
-                                    device="cpu", **kw, **sched)
+            model = sc_crd.tl.align(
+                sources,
+                image_key=None,
+                genes=genes,
+                seed=seed,
+                progress_bar=False,
+                device="cpu",
+                **kw,
+                **sched,
+            )
             sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu", **sched)
             t = target.copy()
             sc_crd.tl.cancer_score(t, model)
@@ -122,8 +162,10 @@ def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir
         return cache[kind]
 
     plan = {
-        "LogReg (log-expr)": (bl.logreg, "raw"), "LogReg (per-section z)": (bl.logreg, "z"),
-        "LogReg (z + smoothing)": (bl.logreg, "smooth"), "LightGBM (z + smoothing)": (bl.lightgbm, "smooth"),
+        "LogReg (log-expr)": (bl.logreg, "raw"),
+        "LogReg (per-section z)": (bl.logreg, "z"),
+        "LogReg (z + smoothing)": (bl.logreg, "smooth"),
+        "LightGBM (z + smoothing)": (bl.lightgbm, "smooth"),
     }
     for method in BASELINES:
         if method not in methods:
@@ -145,7 +187,9 @@ def summarise(df: pd.DataFrame, methods: list[str], suffix: str = "") -> tuple[p
     per_seed = df.groupby(["method", "section"])[cols]
     mean, sd = per_seed.mean(), per_seed.std().fillna(0.0)
     per_section = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
-    overall = mean.groupby("method").mean().reindex([m for m in methods if m in mean.index.get_level_values(0)])
+    overall = (
+        mean.groupby("method").mean().reindex([m for m in methods if m in mean.index.get_level_values(0)])
+    )
     return per_section, overall
 
 
@@ -164,8 +208,15 @@ def figure(df: pd.DataFrame, methods: list[str], path: Path) -> None:
         ax.bar(x + i * width, auc[m].to_numpy(), width, label=m)
     for j, (name, vals) in enumerate(PAPER["methods"].items()):
         v = [vals.get(s, {}).get("auc", np.nan) for s in auc.index]
-        ax.bar(x + (len(cols) + j) * width, v, width, label=f"{name} (paper, with H&E)", hatch="//",
-               edgecolor="black", alpha=0.6)
+        ax.bar(
+            x + (len(cols) + j) * width,
+            v,
+            width,
+            label=f"{name} (paper, with H&E)",
+            hatch="//",
+            edgecolor="black",
+            alpha=0.6,
+        )
     for name, vals in PAPER["mean"].items():
         ax.axhline(vals["auc"], color="black", ls="--", lw=1, label=f"{name} paper mean AUC (with H&E)")
     ax.set_xticks(x + width * (len(cols) + 1) / 2, auc.index)
@@ -181,7 +232,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPACRD_DATA_DIR)")
     p.add_argument("--seeds", type=int, default=5, help="seeds for SpaCRD (default settings) and LightGBM")
-    p.add_argument("--ablation-seeds", type=int, default=None, help="seeds for the ablations (default: --seeds)")
+    p.add_argument(
+        "--ablation-seeds", type=int, default=None, help="seeds for the ablations (default: --seeds)"
+    )
     p.add_argument("--report-only", action="store_true", help="rebuild the report and figure from the CSV")
     p.add_argument("--sections", nargs="*", default=RUN_ORDER)
     p.add_argument("--methods", nargs="*", default=list(SPACRD) + BASELINES)
@@ -192,7 +245,9 @@ def main() -> None:
     logging.getLogger("spacrd_sc").setLevel(logging.WARNING)
     import os
 
-    data_dir = Path(args.data_dir or os.environ.get("SPACRD_DATA_DIR", Path(__file__).parents[2] / "shared/data"))
+    data_dir = Path(
+        args.data_dir or os.environ.get("SPACRD_DATA_DIR", Path(__file__).parents[2] / "shared/data")
+    )
     if args.report_only:
         df = pd.read_csv(f"{args.out}.csv")
         meta = json.loads(Path(f"{args.out}.json").read_text())
@@ -203,12 +258,17 @@ def main() -> None:
         rows = []
         ab_seeds = args.seeds if args.ablation_seeds is None else args.ablation_seeds
         for s in args.sections:
-            rows += run_fold(secs, s, args.methods, list(range(args.seeds)), list(range(ab_seeds)), args.epochs,
-                             data_dir)
+            rows += run_fold(
+                secs, s, args.methods, list(range(args.seeds)), list(range(ab_seeds)), args.epochs, data_dir
+            )
             pd.DataFrame(rows).to_csv(f"{args.out}.csv", index=False)
-            meta = {"wall_s": time.perf_counter() - t_start, "seeds": args.seeds, "ablation_seeds": ab_seeds,
-                    "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-                    "sections_done": sorted(set(r["section"] for r in rows))}
+            meta = {
+                "wall_s": time.perf_counter() - t_start,
+                "seeds": args.seeds,
+                "ablation_seeds": ab_seeds,
+                "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+                "sections_done": sorted(set(r["section"] for r in rows)),
+            }
             Path(f"{args.out}.json").write_text(json.dumps(meta, indent=1))
         df = pd.DataFrame(rows)
     write_report(df, args, meta, Path(args.out))
@@ -223,7 +283,7 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
     methods = [m for m in args.methods if m in set(df["method"])]
     lines = ["# her2st leave-one-section-out", ""]
     lines += [
-        f"Sections: {', '.join(args.sections)}. Seeds: {meta['seeds']} for SpaCRD with default settings and for "
+        f"Sections: {', '.join(args.sections)}. Seeds: {meta['seeds']} for SpaCRD with default settings, "
         f"{meta['ablation_seeds']} for the ablations; baselines are run once (LightGBM with seed 0). "
         "SpaCRD runs **image-less** (expression + neighbourhood): labelled H&E is not available here. "
         "F1 is taken at the label-free GMM threshold of each held-out section (the same rule for every method). "
@@ -238,17 +298,27 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
         "other sections is also given as the clean estimate.",
         "",
     ]
-    for title, suffix in (("Pathologist labels (cancer = invasive cancer + cancer in situ)", ""),
-                          ("`undetermined` spots left out", "_noundet"),
-                          ("Against the reference method's own binary labels", "_ref")):
+    for title, suffix in (
+        ("Pathologist labels (cancer = invasive cancer + cancer in situ)", ""),
+        ("`undetermined` spots left out", "_noundet"),
+        ("Against the reference method's own binary labels", "_ref"),
+    ):
         if f"auc{suffix}" not in df:
             continue
         per_section, overall = summarise(df, methods, suffix)
         _, clean = summarise(df[~df["section"].isin(SEEN_IN_DEVELOPMENT)], methods, suffix)
-        lines += [f"## {title}", "", "Mean over sections (each section: mean over seeds):", "",
-                  overall.round(3).to_markdown(), "",
-                  f"Mean over the sections not looked at during development ({', '.join(sorted(set(df['section']) - set(SEEN_IN_DEVELOPMENT)))}):",
-                  "", clean.round(3).to_markdown(), ""]
+        lines += [
+            f"## {title}",
+            "",
+            "Mean over sections (each section: mean over seeds):",
+            "",
+            overall.round(3).to_markdown(),
+            "",
+            f"Mean over the sections not looked at during development ({', '.join(sorted(set(df['section']) - set(SEEN_IN_DEVELOPMENT)))}):",
+            "",
+            clean.round(3).to_markdown(),
+            "",
+        ]
         if suffix == "":
             lines += ["Per section, mean ± sd over seeds:", "", per_section.to_markdown(), ""]
     lines += ["## Paper values (for comparison only)", "", PAPER["source"], ""]
@@ -261,8 +331,14 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
     if rows:
         lines += [pd.DataFrame(rows).set_index(["method", "section"]).to_markdown(), ""]
     t = df.groupby(["method", "section"])["seconds"].mean().groupby("method").median().reindex(methods)
-    lines += ["## Speed", "", "Median over folds of the mean seconds per fit+score (one seed):", "",
-              t.round(1).to_frame("seconds per fold").to_markdown(), ""]
+    lines += [
+        "## Speed",
+        "",
+        "Median over folds of the mean seconds per fit+score (one seed):",
+        "",
+        t.round(1).to_frame("seconds per fold").to_markdown(),
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 

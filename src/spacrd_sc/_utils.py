@@ -92,7 +92,9 @@ def _set_scanpy_spatial(
         entry["scalefactors"]["tissue_hires_scalef"] = float(hires_scalef)
     if lowres_image is not None:
         images["lowres"] = np.ascontiguousarray(lowres_image)
-        entry["scalefactors"]["tissue_lowres_scalef"] = float(lowres_scalef if lowres_scalef is not None else 1.0)
+        entry["scalefactors"]["tissue_lowres_scalef"] = float(
+            lowres_scalef if lowres_scalef is not None else 1.0
+        )
     if images:
         entry["images"] = images
     adata.uns.setdefault(SPATIAL_KEY, {})

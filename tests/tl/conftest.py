@@ -11,8 +11,15 @@ from scipy import sparse
 
 
 def make_section(
-    name: str = "S0", *, nx: int = 18, ny: int = 14, n_genes: int = 120, n_markers: int = 15, seed: int = 0,
-    image_dim: int | None = None, depth: float = 1.0,
+    name: str = "S0",
+    *,
+    nx: int = 18,
+    ny: int = 14,
+    n_genes: int = 120,
+    n_markers: int = 15,
+    seed: int = 0,
+    image_dim: int | None = None,
+    depth: float = 1.0,
 ) -> ad.AnnData:
     """A grid section with a disc of 'cancer' spots whose first ``n_markers`` genes are up-regulated.
 
@@ -38,7 +45,9 @@ def make_section(
     a.obsm["spatial"] = xy
     if image_dim is not None:
         proj = rng.normal(0, 1, (n_genes, image_dim)) / np.sqrt(n_genes)
-        a.obsm["X_uni"] = (np.log1p(counts) @ proj + rng.normal(0, 0.1, (len(xy), image_dim))).astype(np.float32)
+        a.obsm["X_uni"] = (np.log1p(counts) @ proj + rng.normal(0, 0.1, (len(xy), image_dim))).astype(
+            np.float32
+        )
     return a
 
 

@@ -105,8 +105,13 @@ def test_image_mode_and_ablations(sources_img):
     assert not m.image_less and m.n_image_features == 32
     m = sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
     assert m.is_fitted
-    for kw in ({"use_contrastive": False}, {"use_cross_attention": False}, {"use_vae": False},
-               {"modality": "expression"}, {"modality": "image"}):
+    for kw in (
+        {"use_contrastive": False},
+        {"use_cross_attention": False},
+        {"use_vae": False},
+        {"modality": "expression"},
+        {"modality": "image"},
+    ):
         m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **SMALL, **FAST)
         sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
         assert m.is_fitted

@@ -106,7 +106,9 @@ def score_distribution(
         raise ValueError(f"order names categories not in adata.obs[{groupby!r}]: {sorted(unknown)}.")
     if threshold is None:
         prefix = score_key[: -len("_score")] if score_key.endswith("_score") else score_key
-        stored = adata.uns.get(prefix, {}).get("threshold") if isinstance(adata.uns.get(prefix), dict) else None
+        stored = (
+            adata.uns.get(prefix, {}).get("threshold") if isinstance(adata.uns.get(prefix), dict) else None
+        )
         if isinstance(stored, dict):
             threshold = float(np.mean(list(stored.values())))
         elif stored is not None:
@@ -120,8 +122,12 @@ def score_distribution(
         for i, d in enumerate(data_by):
             jitter = np.random.default_rng(i).uniform(-0.15, 0.15, d.size)
             ax.scatter(i + jitter, d, s=3, color="0.2", alpha=0.4, linewidths=0)
-        ax.set_xticks(range(len(cats)), [f"{c}\n(n={d.size})" for c, d in zip(cats, data_by, strict=True)],
-                      rotation=30, ha="right")
+        ax.set_xticks(
+            range(len(cats)),
+            [f"{c}\n(n={d.size})" for c, d in zip(cats, data_by, strict=True)],
+            rotation=30,
+            ha="right",
+        )
         ax.set_ylabel(score_key)
         if threshold is not None:
             ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"threshold {threshold:.2f}")
@@ -173,7 +179,9 @@ def training_history(
 
     history = {k: v for k, v in model.history.items() if len(v)}
     if not history:
-        raise ValueError("The model has no training history yet: train it with `sc_crd.tl.align` / `fit_vrbca`.")
+        raise ValueError(
+            "The model has no training history yet: train it with `sc_crd.tl.align` / `fit_vrbca`."
+        )
     keys = list(history) if keys is None else list(keys)
     missing = [k for k in keys if k not in history]
     if missing:

@@ -129,9 +129,9 @@ def select_genes(
     sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch, subset=False)
     hv = tmp.var["highly_variable"].to_numpy()
     if batch is not None and hv.sum() > n_top_genes:  # seurat+batch may return ties beyond n_top_genes
-        order = tmp.var.sort_values(
-            ["highly_variable_nbatches", "dispersions_norm"], ascending=False
-        ).index[:n_top_genes]
+        order = tmp.var.sort_values(["highly_variable_nbatches", "dispersions_norm"], ascending=False).index[
+            :n_top_genes
+        ]
         return list(order)
     return list(tmp.var_names[hv])
 
@@ -233,8 +233,10 @@ def binary_labels(adata: AnnData, label_key: str) -> np.ndarray:
     if col.isna().any():
         raise ValueError(f"adata.obs[{label_key!r}] has {int(col.isna().sum())} missing values.")
     vals = pd.unique(col.astype(object))
-    if not set(vals) <= {0, 1, True, False}:
-        raise ValueError(f"adata.obs[{label_key!r}] must be boolean or 0/1, found values {sorted(map(str, vals))[:5]}.")
+    if not set(vals) <= {0, 1}:
+        raise ValueError(
+            f"adata.obs[{label_key!r}] must be boolean or 0/1, found values {sorted(map(str, vals))[:5]}."
+        )
     y = col.astype(bool).to_numpy().astype(np.int64)
     if y.min() == y.max():
         raise ValueError(

@@ -89,7 +89,9 @@ def cancer_score(
     if adata.n_obs == 0:
         raise ValueError("The table has no spots.")
     if not model.is_fitted:
-        raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
+        raise ValueError(
+            "The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model)."
+        )
     if not (threshold == "gmm" or isinstance(threshold, int | float)):
         raise ValueError(f"threshold must be 'gmm' or a number, got {threshold!r}.")
     pre = model.preprocessing
@@ -113,15 +115,20 @@ def cancer_score(
     )
     if n_missing:
         logger.warning(
-            "%d of the model's %d genes are absent from this section; they were set to zero.", n_missing,
+            "%d of the model's %d genes are absent from this section; they were set to zero.",
+            n_missing,
             len(model.genes),
         )
-    scores = model.predict_proba(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
+    scores = model.predict_proba(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(
+        np.float32
+    )
     emb = model.embed(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
 
     sections = _prep._sections(adata, library_key)
     names = (
-        adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
+        adata.obs[library_key].astype(str).to_numpy()
+        if library_key is not None
+        else np.full(adata.n_obs, "all")
     )
     calls = np.zeros(adata.n_obs, dtype=bool)
     thresholds: dict[str, float] = {}

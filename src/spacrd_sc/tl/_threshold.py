@@ -51,6 +51,8 @@ def gmm_threshold(scores: np.ndarray, *, seed: int = 0) -> tuple[float, dict[str
         info["crossing"] = False
         logger.warning(
             "The two GMM components do not cross between their means (%.3f, %.3f); using their midpoint %.3f.",
-            m[0], m[1], t,
+            m[0],
+            m[1],
+            t,
         )
     return t, info

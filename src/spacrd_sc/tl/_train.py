@@ -44,7 +44,11 @@ def model_inputs(
                 f"{model.n_image_features}: extract them with the same backbone."
             )
     x_gene, n_missing = _prep.gene_matrix(
-        adata, model.genes, layer=layer, sections=sections, scaling=pre["scaling"],
+        adata,
+        model.genes,
+        layer=layer,
+        sections=sections,
+        scaling=pre["scaling"],
         target_sum=pre["target_sum"],
     )
     return x_gene, x_image, nbrs, n_missing
@@ -125,7 +129,9 @@ def align(
         raise ValueError("The table has no spots.")
     sections = _prep._sections(adata, library_key)
     if image_key is not None and image_key not in adata.obsm:
-        logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
+        logger.info(
+            "adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key
+        )
         image_key = None
     if modality == "image" and image_key is None:
         raise ValueError("modality='image' needs image features; run `sc_crd.tl.extract_uni` first.")
@@ -142,7 +148,9 @@ def align(
         genes = list(genes)
         missing = [g for g in genes if g not in adata.var_names]
         if missing:
-            raise ValueError(f"{len(missing)} of the given genes are not in adata.var_names, e.g. {missing[:5]}.")
+            raise ValueError(
+                f"{len(missing)} of the given genes are not in adata.var_names, e.g. {missing[:5]}."
+            )
     preprocessing = {
         "layer": layer,
         "target_sum": 1e4,
@@ -168,11 +176,18 @@ def align(
     )
     logger.info(
         "Stage 1 on %d spots, %d sections, %d genes, %s.",
-        adata.n_obs, len(np.unique(sections)), len(genes),
+        adata.n_obs,
+        len(np.unique(sections)),
+        len(genes),
         "image-less" if model.image_less else f"{model.n_image_features} image features",
     )
     model.fit_alignment(
-        x_gene, x_image_m, nbrs, **_schedule(epochs, batch_size, lr), device=device, seed=seed,
+        x_gene,
+        x_image_m,
+        nbrs,
+        **_schedule(epochs, batch_size, lr),
+        device=device,
+        seed=seed,
         progress_bar=progress_bar,
     )
     return model
@@ -233,7 +248,9 @@ def fit_vrbca(
         adata, model, library_key=library_key, neighbors_key=neighbors_key, layer=pre["layer"]
     )
     if n_missing:
-        raise ValueError(f"{n_missing} model genes are absent from the training data; train on the data given to align.")
+        raise ValueError(
+            f"{n_missing} model genes are absent from the training data; train on the data given to align."
+        )
     sched = _schedule(epochs, batch_size, lr)
     if fused_epochs is not None:
         sched["fused_epochs"] = fused_epochs
