@@ -33,6 +33,8 @@ def test_pipeline_outputs(sources, target, trained):
     uns = target.uns["spacrd"]
     assert uns["params"]["image_less"] is True
     assert uns["params"]["n_model_genes"] == 60 and uns["params"]["n_genes_absent"] == 0
+    assert uns["params"]["mode"] == model.mode_description and "neighbour" in uns["params"]["mode"]
+    assert uns["params"]["spacrd_sc_version"] == sc_crd.__version__
     t = uns["threshold"]
     assert uns["gmm"]["means"][0] < t < uns["gmm"]["means"][1]
     np.testing.assert_array_equal(target.obs["spacrd_cancer"], s >= t)

@@ -188,10 +188,17 @@ def training_history(
         raise KeyError(f"No history for {missing}; recorded: {list(history)}.")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
+    # One epoch axis for the whole run: stage 1 ("align") first, then the fusion stage, where the classifier
+    # losses, recorded only in its last epochs, are aligned to the end of the stage.
+    n_align = len(history.get("align", []))
+    n_fusion = max((len(v) for k, v in history.items() if k != "align"), default=0)
     for k in keys:
         v = np.asarray(history[k], dtype=float)
-        ax.plot(np.arange(1, v.size + 1), v, marker="o" if v.size < 30 else None, ms=3, label=k)
-    ax.set_xlabel("epoch")
+        start = 1 if k == "align" else n_align + n_fusion - v.size + 1
+        ax.plot(np.arange(start, start + v.size), v, marker="o" if v.size < 30 else None, ms=3, label=k)
+    if n_align and n_fusion:
+        ax.axvline(n_align + 0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("epoch (alignment, then fusion)" if n_align and n_fusion else "epoch")
     ax.set_ylabel("loss")
     if log_scale:
         ax.set_yscale("log")

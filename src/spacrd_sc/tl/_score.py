@@ -12,6 +12,7 @@ from spatialdata import SpatialData
 from .._constants import SCORE_KEY, TABLE_KEY
 from .._utils import _get_table
 from ..model import SpaCRD
+from ..model._io import package_version
 from . import _prep
 from ._threshold import gmm_threshold
 from ._train import model_inputs
@@ -160,10 +161,10 @@ def cancer_score(
             "scaling": pre["scaling"],
             "image_key": pre["image_key"],
             "image_less": bool(model.image_less),
-            "mode": model.config.get("mode_description", ""),
+            "mode": model.mode_description,
             "n_model_genes": len(model.genes),
             "n_genes_absent": n_missing,
-            "spacrd_sc_version": model.config.get("package_version", ""),
+            "spacrd_sc_version": package_version(),
         },
         "threshold": thresholds["all"] if library_key is None else thresholds,
     }
