@@ -115,7 +115,7 @@ def _resolve_device(device: str | None = "auto") -> str:
     return dev
 
 
-def _check_keys_absent(mapping: Mapping[str, Any], key: str, what: str, *, overwrite: bool) -> None:
-    """Refuse to overwrite ``mapping[key]`` silently."""
-    if key in mapping and not overwrite:
-        raise ValueError(f"{what}[{key!r}] already exists; pass `overwrite=True` or another `key_added`.")
+def _warn_overwrite(adata: AnnData, where: str, key: str) -> None:
+    """Log a warning when ``adata.<where>[key]`` exists and is about to be replaced (nothing is replaced silently)."""
+    if key in getattr(adata, where):
+        logger.warning("Overwriting adata.%s[%r].", where, key)

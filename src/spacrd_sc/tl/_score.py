@@ -10,7 +10,7 @@ from anndata import AnnData
 from spatialdata import SpatialData
 
 from .._constants import SCORE_KEY, TABLE_KEY
-from .._utils import _get_table
+from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
 from ..model._io import package_version
 from . import _prep
@@ -147,8 +147,7 @@ def cancer_score(
 
     score_col, call_col, emb_key = f"{key_added}_score", f"{key_added}_cancer", f"X_{key_added}"
     for where, key in (("obs", score_col), ("obs", call_col), ("obsm", emb_key), ("uns", key_added)):
-        if key in getattr(adata, where):
-            logger.warning("Overwriting adata.%s[%r].", where, key)
+        _warn_overwrite(adata, where, key)
     adata.obs[score_col] = scores
     adata.obs[call_col] = calls
     adata.obsm[emb_key] = emb

@@ -11,7 +11,7 @@ from anndata import AnnData
 from spatialdata import SpatialData
 
 from .._constants import IMAGE_FEATURES_KEY, LABEL_KEY, LIBRARY_KEY, SPATIAL_KEY, TABLE_KEY
-from .._utils import _get_table
+from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
 from . import _prep
 
@@ -137,9 +137,9 @@ def align(
         raise ValueError("modality='image' needs image features; run `sc_crd.tl.extract_uni` first.")
     if modality == "expression":
         image_key = None
-    x_image = None
-    if image_key is not None:
-        x_image = _prep.image_matrix(adata, image_key, sections=sections, scaling=scaling)
+    n_image_features = None
+    if image_key is not None:  # checked (and scaled) in model_inputs below, before any training
+        n_image_features = int(np.asarray(adata.obsm[image_key]).reshape(adata.n_obs, -1).shape[1])
     if genes is None:
         genes = _prep.select_genes(
             adata, layer=layer, library_key=library_key, n_top_genes=n_top_genes, restrict_to=target_genes
@@ -163,7 +163,7 @@ def align(
     kwargs = dict(model_kwargs or {})
     model = SpaCRD(
         genes,
-        None if x_image is None else x_image.shape[1],
+        n_image_features,
         use_contrastive=use_contrastive,
         use_cross_attention=use_cross_attention,
         use_vae=use_vae,
@@ -255,8 +255,7 @@ def fit_vrbca(
     if fused_epochs is not None:
         sched["fused_epochs"] = fused_epochs
     model.fit_fusion(x_gene, x_image, nbrs, y, **sched, device=device, seed=seed, progress_bar=progress_bar)
-    if key_added in adata.obsm:
-        logger.warning("Overwriting adata.obsm[%r].", key_added)
+    _warn_overwrite(adata, "obsm", key_added)
     adata.obsm[key_added] = model.embed(x_gene, x_image, nbrs).astype(np.float32)
     return model
 
