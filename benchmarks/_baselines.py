@@ -22,9 +22,7 @@ MARKERS = ["ERBB2", "GRB7", "PGAP3", "STARD3", "EPCAM", "KRT8", "KRT18", "KRT19"
 
 
 def features(a: AnnData, genes: list[str], *, library_key: str | None, scaling: str) -> np.ndarray:
-    return _prep.gene_matrix(a, genes, layer=None, sections=_prep._sections(a, library_key), scaling=scaling)[
-        0
-    ]
+    return _prep.gene_matrix(a, genes, layer=None, sections=_prep._sections(a, library_key), scaling=scaling)[0]
 
 
 def smooth(a: AnnData, X: np.ndarray) -> np.ndarray:

@@ -57,9 +57,7 @@ def _load_image(path: str | None, seed: int) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng(seed)
     side = 8000
     yy, xx = np.mgrid[0:side:8, 0:side:8]
-    base = np.stack(
-        [200 + 40 * np.sin(xx / 300), 120 + 60 * np.cos(yy / 250), 190 + 30 * np.sin((xx + yy) / 400)], -1
-    )
+    base = np.stack([200 + 40 * np.sin(xx / 300), 120 + 60 * np.cos(yy / 250), 190 + 30 * np.sin((xx + yy) / 400)], -1)
     base = np.repeat(np.repeat(base, 8, 0), 8, 1)
     img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
     return img, f"synthetic ({side}x{side} px; her2st B4 not found)"
@@ -114,9 +112,7 @@ def _time_model(model, spec, batch: np.ndarray, n: int, device: str, precision: 
     if device.startswith("cuda"):
         cpu_batch = cpu_batch.pin_memory()
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(
-        "cuda" if device.startswith("cuda") else "cpu", dtype=amp, enabled=amp is not None
-    )
+    autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=amp, enabled=amp is not None)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     n_batches = max(1, int(np.ceil(n / len(batch))))
     with torch.inference_mode(), autocast:
@@ -136,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=64, help="number of spot patches")
     ap.add_argument("--backbone", default="uni")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 16 on CPU, 256 on CUDA")
-    ap.add_argument(
-        "--num-workers", type=int, default=None, help="DataLoader readers; default: 0 on CPU, 6 on CUDA"
-    )
+    ap.add_argument("--num-workers", type=int, default=None, help="DataLoader readers; default: 0 on CPU, 6 on CUDA")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--image", default=None, help="H&E image file (default: her2st B4, else synthetic)")
     ap.add_argument("--diameter", type=float, default=B4_DIAMETER_PX, help="spot diameter in px")
@@ -219,11 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     section = f"## {args.backbone} on {device} ({dev_name}), n={n}\n\n{summary}\n\n{text}\n"
-    previous = (
-        out.read_text()
-        if out.exists()
-        else "# extract_uni speed\n\nWritten by `benchmarks/extract_speed.py`.\n"
-    )
+    previous = out.read_text() if out.exists() else "# extract_uni speed\n\nWritten by `benchmarks/extract_speed.py`.\n"
     # keep one section per (backbone, device kind): a re-run replaces its own section
     head = f"## {args.backbone} on {device} "
     parts = previous.split("\n## ")

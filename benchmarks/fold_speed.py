@@ -37,8 +37,9 @@ def main() -> None:
     t0 = time.perf_counter()
     secs = {s: sc_crd.datasets.her2st(s).tables["table"] for s in SECTIONS}
     load_s = time.perf_counter() - t0
-    sources = ad.concat({s: a for s, a in secs.items() if s != args.target}, label="section", join="inner",
-                        index_unique="-")
+    sources = ad.concat(
+        {s: a for s, a in secs.items() if s != args.target}, label="section", join="inner", index_unique="-"
+    )
     target = secs[args.target]
     sq.gr.spatial_neighbors(sources, library_key="section", n_neighs=6, coord_type="generic")
     sq.gr.spatial_neighbors(target, n_neighs=6, coord_type="generic")
@@ -54,8 +55,11 @@ def main() -> None:
         t.append(time.perf_counter())
         auc = sc_crd.tl.evaluate(target)["auc"]
         rows.append(np.diff(t).tolist() + [t[-1] - t[0], auc])
-        print(f"repeat {r}: align {rows[-1][0]:.1f}s, fit_vrbca {rows[-1][1]:.1f}s, score {rows[-1][2]:.1f}s, "
-              f"total {rows[-1][3]:.1f}s (AUC {auc:.3f})", flush=True)
+        print(
+            f"repeat {r}: align {rows[-1][0]:.1f}s, fit_vrbca {rows[-1][1]:.1f}s, score {rows[-1][2]:.1f}s, "
+            f"total {rows[-1][3]:.1f}s (AUC {auc:.3f})",
+            flush=True,
+        )
     med = np.median(np.asarray(rows), axis=0)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     lines = [
@@ -74,7 +78,8 @@ def main() -> None:
         f"| **fold total** | **{med[3]:.1f}** |",
         "",
         f"Peak RSS of the process: {peak_gb:.2f} GB. Target AUC per repeat (seed = repeat): "
-        + ", ".join(f"{r[4]:.3f}" for r in rows) + ".",
+        + ", ".join(f"{r[4]:.3f}" for r in rows)
+        + ".",
         "",
     ]
     Path(args.out).write_text("\n".join(lines))
