@@ -249,11 +249,6 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return dict(state)
 
 
-def _list_keys(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
-
-
 def load_weights_strict(
     model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "weights"
 ) -> None:
@@ -273,23 +268,14 @@ def load_weights_strict(
             )
             for k in heads:
                 del state[k]
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    from ._io import key_mismatch
+
+    problems = key_mismatch(
+        {k: v.shape for k, v in state.items()}, {k: v.shape for k, v in own.items()}, ("file", "model")
     )
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_list_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_list_keys(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches {_list_keys(mismatched, 4)}")
+    if problems:
         raise ValueError(
-            f"The weights in {source} do not fit the backbone architecture: " + "; ".join(parts) + ". "
+            f"The weights in {source} do not fit the backbone architecture: {problems}. "
             "Check that `backbone=` names the architecture these weights were trained with."
         )
     if any(t.is_meta for t in own.values()):

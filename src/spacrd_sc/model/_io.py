@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,19 +142,33 @@ def read_weights(
 
 
 def _compare(names, shapes: dict[str, tuple], expected: dict[str, torch.Size], where: str) -> None:
-    missing = sorted(set(expected) - set(names))
-    unexpected = sorted(set(names) - set(expected))
+    problems = key_mismatch({k: shapes[k] for k in names}, expected, ("saved", "config"))
+    if problems:
+        raise ValueError(f"The {where} does not match the saved configuration: {problems}.")
+
+
+def key_mismatch(found: Mapping[str, Any], expected: Mapping[str, Any], labels: tuple[str, str]) -> str:
+    """Missing, unexpected and mis-shaped keys of ``found`` against ``expected`` (names → shapes), as one
+    line (``""`` when they match). ``labels`` name the two sides in the shape list, e.g. ``("file", "model")``.
+    """
+
+    def listed(keys: list[str], limit: int) -> str:
+        return f"{len(keys)} ({', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     wrong = [
-        f"{k}: {shapes[k]} vs {tuple(expected[k])}"
-        for k in sorted(set(names) & set(expected))
-        if tuple(shapes[k]) != tuple(expected[k])
+        f"{k}: {labels[0]} {tuple(found[k])} vs {labels[1]} {tuple(expected[k])}"
+        for k in sorted(set(found) & set(expected))
+        if tuple(found[k]) != tuple(expected[k])
     ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
-        if wrong:
-            parts.append(f"shape mismatch (saved vs config) {wrong[:5]}")
-        raise ValueError(f"The {where} does not match the saved configuration: " + "; ".join(parts) + ".")
+    parts = [
+        f"{what} {listed(keys, limit)}"
+        for what, keys, limit in (
+            ("missing keys", missing, 8),
+            ("unexpected keys", unexpected, 8),
+            ("shape mismatches", wrong, 4),
+        )
+        if keys
+    ]
+    return "; ".join(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +30,10 @@ class MLPEncoder(nn.Module):
     The output is L2-normalised along the feature axis (the last axis), so every token lies on the unit
     sphere; this is the space in which the stage-1 contrastive loss compares modalities.
 
+    With ``n_pcs`` (smaller than ``in_dim``) the input is first projected onto fixed principal axes,
+    ``(x − mean) @ basis``, held as buffers (saved with the weights, never trained) and set by
+    :meth:`fit_pca` from the training spots; the first linear layer then reads ``n_pcs`` values.
+
     Parameters
     ----------
     in_dim
@@ -37,11 +42,23 @@ class MLPEncoder(nn.Module):
         Output sizes of the linear layers; the last one is the embedding size.
     dropout
         Dropout probability after each hidden ReLU.
+    n_pcs
+        Principal components in front of the MLP, or ``None`` (also when ``n_pcs >= in_dim``) for none.
     """
 
-    def __init__(self, in_dim: int, hidden_dims: Sequence[int] = (1024, 512, 512), dropout: float = 0.2):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int] = (1024, 512, 512),
+        dropout: float = 0.2,
+        n_pcs: int | None = None,
+    ):
         super().__init__()
-        dims = [int(in_dim), *(int(d) for d in hidden_dims)]
+        self.n_pcs = int(n_pcs) if n_pcs is not None and n_pcs < in_dim else None
+        if self.n_pcs is not None:
+            self.register_buffer("pca_mean", torch.zeros(int(in_dim)))
+            self.register_buffer("pca_basis", torch.zeros(int(in_dim), self.n_pcs))
+        dims = [self.n_pcs or int(in_dim), *(int(d) for d in hidden_dims)]
         layers: list[nn.Module] = []
         for i in range(len(dims) - 1):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
@@ -50,9 +67,50 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.out_dim = dims[-1]
 
+    @torch.no_grad()
+    def fit_pca(self, x: np.ndarray, seed: int) -> float:
+        """Set the projection to the top ``n_pcs`` principal axes of ``x`` (rows = spots); return the
+        fraction of variance they explain. No-op returning 1.0 without a projection."""
+        if self.n_pcs is None:
+            return 1.0
+        mean, basis, explained = principal_axes(x, self.n_pcs, seed)
+        self.pca_mean.copy_(torch.from_numpy(mean))
+        self.pca_basis.copy_(torch.from_numpy(basis))
+        return explained
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode ``(n, in_dim)`` rows to unit-norm ``(n, out_dim)`` embeddings."""
+        if self.n_pcs is not None:
+            x = (x - self.pca_mean) @ self.pca_basis
         return F.normalize(self.net(x), dim=-1)
+
+
+def principal_axes(x: np.ndarray, k: int, seed: int, n_iter: int = 4) -> tuple[np.ndarray, np.ndarray, float]:
+    """Top-``k`` principal axes of ``x`` by a seeded randomized SVD (float64, power iterations).
+
+    Returns ``(mean, basis, explained)``: the column means ``(d,)``, the axes as columns ``(d, k)``
+    (float32, each with its largest-magnitude loading positive, so the result does not depend on
+    LAPACK's sign choice) and the fraction of total variance the ``k`` axes explain.
+    """
+    xc = np.asarray(x, dtype=np.float64)
+    mean = xc.mean(axis=0)
+    xc = xc - mean
+    n, d = xc.shape
+    q = min(k + 10, n, d)
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(xc @ rng.standard_normal((d, q)))[0]
+    for _ in range(n_iter):
+        basis = np.linalg.qr(xc.T @ basis)[0]
+        basis = np.linalg.qr(xc @ basis)[0]
+    _, s, vt = np.linalg.svd(basis.T @ xc, full_matrices=False)
+    axes = np.zeros((d, k))
+    r = min(k, vt.shape[0])
+    axes[:, :r] = vt[:r].T
+    flip = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(k)])
+    axes *= np.where(flip == 0, 1.0, flip)
+    total = float((xc**2).sum())
+    explained = float((s[:r] ** 2).sum() / total) if total > 0 else 1.0
+    return mean.astype(np.float32), axes.astype(np.float32), explained
 
 
 class CrossAttentionBlock(nn.Module):
@@ -214,6 +272,8 @@ class SpaCRDNet(nn.Module):
     use_vae
         Category-regularised VAE between ``h*`` and the discriminator (True), or the discriminator on
         ``h*`` itself (False).
+    n_pcs
+        Principal components in front of the gene encoder (see :class:`MLPEncoder`), or ``None``.
     """
 
     def __init__(
@@ -227,6 +287,7 @@ class SpaCRDNet(nn.Module):
         latent_dim: int = 64,
         use_cross_attention: bool = True,
         use_vae: bool = True,
+        n_pcs: int | None = None,
     ):
         super().__init__()
         if n_genes is None and n_image_features is None:
@@ -234,7 +295,7 @@ class SpaCRDNet(nn.Module):
         embed = int(hidden_dims[-1])
         self.embed_dim = embed
         self.image_encoder = MLPEncoder(n_image_features, hidden_dims, dropout) if n_image_features else None
-        self.gene_encoder = MLPEncoder(n_genes, hidden_dims, dropout) if n_genes else None
+        self.gene_encoder = MLPEncoder(n_genes, hidden_dims, dropout, n_pcs) if n_genes else None
         n_streams = int(self.image_encoder is not None) + int(self.gene_encoder is not None)
         self.fusion = Fusion(embed, n_streams, n_heads, use_cross_attention)
         self.vae = CategoryVAE(embed, latent_dim) if use_vae else None

@@ -107,7 +107,9 @@ def align(
         Switches for the paper's ablations (no contrastive stage, no cross-attention, no VAE; ``modality``
         ``"expression"`` or ``"image"`` for single-modality models).
     model_kwargs
-        Further :class:`~spacrd_sc.SpaCRD` constructor arguments (dimensions, temperature, β, γ, ...).
+        Further :class:`~spacrd_sc.SpaCRD` constructor arguments (dimensions, temperature, β, γ, ...), e.g.
+        ``{"n_pcs": None}`` to feed the genes to the encoder directly instead of as their top 256 principal
+        components (computed on these spots, stored in the model; the default).
     epochs, batch_size, lr
         Stage-1 schedule; ``None`` keeps the model's defaults.
     device
