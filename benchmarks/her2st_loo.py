@@ -98,7 +98,8 @@ def metrics(target: ad.AnnData, scores: np.ndarray, ref: np.ndarray | None) -> d
     return out
 
 
-def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir) -> list[dict]:
+def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir, spot_scores=None) -> list[dict]:
+    """One held-out section: every method's metrics (rows); per-spot scores appended to ``spot_scores``."""
     target = secs[target_name]
     sources = ad.concat(
         {s: a for s, a in secs.items() if s != target_name}, label="section", join="inner", pairwise=True
@@ -110,6 +111,19 @@ def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir
     rows = []
 
     def record(method, seed, scores, seconds, extra=None):
+        if spot_scores is not None:
+            spot_scores.append(
+                pd.DataFrame(
+                    {
+                        "method": method,
+                        "section": target_name,
+                        "seed": seed,
+                        "spot": target.obs_names,
+                        "pathology": target.obs["pathology"].to_numpy(),
+                        "score": np.asarray(scores, dtype=np.float32),
+                    }
+                )
+            )
         m = metrics(target, scores, ref)
         rows.append(
             {
@@ -229,6 +243,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5, help="seeds for SpaCRD (default settings) and LightGBM")
     p.add_argument("--ablation-seeds", type=int, default=None, help="seeds for the ablations (default: --seeds)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (to add seeds to an earlier run)")
+    p.add_argument("--save-scores", action="store_true", help="also write every spot's score ({out}_scores.csv.gz)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report and figure from the CSV")
     p.add_argument(
         "--merge",
@@ -266,9 +281,12 @@ def main() -> None:
         rows = []
         ab_seeds = args.seeds if args.ablation_seeds is None else args.ablation_seeds
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        spot_scores = [] if args.save_scores else None
         ab = list(range(args.first_seed, args.first_seed + ab_seeds))
         for s in args.sections:
-            rows += run_fold(secs, s, args.methods, seeds, ab, args.epochs, data_dir)
+            rows += run_fold(secs, s, args.methods, seeds, ab, args.epochs, data_dir, spot_scores)
+            if args.save_scores:
+                pd.concat(spot_scores).to_csv(f"{args.out}_scores.csv.gz", index=False)
             pd.DataFrame(rows).to_csv(f"{args.out}.csv", index=False)
             meta = {
                 "wall_s": time.perf_counter() - t_start,

@@ -29,7 +29,8 @@ DEFAULT_ALIGN_EPOCHS = 20
 DEFAULT_ALIGN_LR = 1e-3
 DEFAULT_FUSION_EPOCHS = 30
 DEFAULT_FUSION_LR = 5e-4
-#: Gene principal components in front of the gene encoder (5× cheaper training than 3000 genes on a CPU).
+#: Gene principal components in front of the gene encoder (for 3000 genes: 0.26 M instead of 3.1 M weights
+#: in the first layer, and the low-variance gene directions, mostly noise, left out).
 DEFAULT_N_PCS = 256
 _INIT_SEED = 0
 

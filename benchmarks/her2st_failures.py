@@ -1,0 +1,189 @@
+"""Where the her2st leave-one-section-out scores go wrong: section make-up and per-tissue-class scores.
+
+Reads the per-spot SpaCRD scores written by ``her2st_loo.py --save-scores`` and, for comparison, refits the
+strongest simple baseline (logistic regression on per-section z-scored, neighbourhood-smoothed expression)
+on the same folds. For every held-out section it reports what the section is made of (spots, cancer share,
+tissue classes, depth) and, per pathologist class, the mean score and the share of spots called cancer at
+the section's label-free GMM threshold. Labels are used only to summarise, never to fit or threshold.
+
+    SPACRD_DATA_DIR=../shared/data python benchmarks/her2st_failures.py \\
+        --scores benchmarks/results/her2st_loo_scores.csv.gz
+
+Writes ``benchmarks/results/her2st_failures.md`` and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import _baselines as bl  # noqa: E402  (run as a script from the repository root or benchmarks/)
+import anndata as ad
+import numpy as np
+import pandas as pd
+from her2st_loo import SECTIONS, load_sections  # noqa: E402
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
+
+from spacrd_sc.tl import _prep
+from spacrd_sc.tl._threshold import gmm_threshold
+
+RESULTS = Path(__file__).parent / "results"
+BASELINE = "LogReg (z + smoothing)"
+
+
+def baseline_scores(secs: dict[str, ad.AnnData], target_name: str) -> np.ndarray:
+    """The smoothed logistic-regression baseline of ``her2st_loo.py`` on one fold."""
+    target = secs[target_name]
+    sources = ad.concat(
+        {s: a for s, a in secs.items() if s != target_name}, label="section", join="inner", pairwise=True
+    )
+    genes = _prep.select_genes(
+        sources, layer=None, library_key="section", n_top_genes=3000, restrict_to=list(target.var_names)
+    )
+    Xs = bl.smooth(sources, bl.features(sources, genes, library_key="section", scaling="standard"))
+    Xt = bl.smooth(target, bl.features(target, genes, library_key=None, scaling="standard"))
+    ys = sources.obs["cancer"].to_numpy().astype(int)
+    return bl.logreg(Xs, ys, _prep._sections(sources, "section"), Xt)[0]
+
+
+def section_profile(a: ad.AnnData) -> dict:
+    X = a.X.tocsr() if hasattr(a.X, "tocsr") else np.asarray(a.X)
+    counts = np.asarray(X.sum(axis=1)).ravel()
+    detected = np.asarray((X > 0).sum(axis=1)).ravel()
+    path = a.obs["pathology"].astype(str)
+    return {
+        "spots": a.n_obs,
+        "cancer %": round(100 * float(a.obs["cancer"].mean()), 1),
+        "undetermined %": round(100 * float((path == "undetermined").mean()), 1),
+        "median UMIs": int(np.median(counts)),
+        "median genes": int(np.median(detected)),
+        "classes": ", ".join(f"{k} {v}" for k, v in path.value_counts().items() if v),
+    }
+
+
+def class_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per section × method × pathology class: spots, mean score, share called cancer (mean over seeds)."""
+    rows = []
+    for (method, section, seed), g in scores.groupby(["method", "section", "seed"]):
+        thr, _ = gmm_threshold(g["score"].to_numpy())
+        called = g["score"].to_numpy() >= thr
+        for cls, idx in g.groupby("pathology").indices.items():
+            rows.append(
+                {
+                    "section": section,
+                    "method": method,
+                    "seed": seed,
+                    "class": cls,
+                    "spots": len(idx),
+                    "mean score": float(g["score"].to_numpy()[idx].mean()),
+                    "called cancer %": 100 * float(called[idx].mean()),
+                }
+            )
+    t = pd.DataFrame(rows)
+    return t.groupby(["section", "method", "class"])[["spots", "mean score", "called cancer %"]].mean()
+
+
+def threshold_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per section × method: GMM threshold, share called cancer against the true share, F1 at the GMM
+    threshold and, as a diagnostic only, the best F1 any threshold would give (needs the labels, so it is
+    never used to choose anything: it separates ranking errors from thresholding errors)."""
+    rows = []
+    for (method, section, _seed), g in scores.groupby(["method", "section", "seed"]):
+        x = g["score"].to_numpy()
+        y = g["pathology"].isin(["invasive cancer", "cancer in situ"]).to_numpy()
+        thr, _ = gmm_threshold(x)
+        prec, rec, _ = precision_recall_curve(y, x)
+        best = np.nanmax(np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0))
+        rows.append(
+            {
+                "section": section,
+                "method": method,
+                "GMM threshold": thr,
+                "called cancer %": 100 * float((x >= thr).mean()),
+                "true cancer %": 100 * float(y.mean()),
+                "F1 at GMM threshold": f1_score(y, x >= thr),
+                "best F1 (hindsight)": best,
+            }
+        )
+    return pd.DataFrame(rows).groupby(["section", "method"]).mean()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPACRD_DATA_DIR)")
+    p.add_argument("--scores", default=str(RESULTS / "her2st_loo_scores.csv.gz"))
+    p.add_argument("--method", default="SpaCRD", help="method in the scores file to analyse")
+    p.add_argument("--out", default=str(RESULTS / "her2st_failures.md"))
+    args = p.parse_args()
+
+    data_dir = args.data_dir or os.environ.get("SPACRD_DATA_DIR", str(Path(__file__).parents[2] / "shared/data"))
+    secs = load_sections(data_dir)
+    scores = pd.read_csv(args.scores)
+    scores = scores[scores["method"] == args.method]
+    if scores.empty:
+        raise SystemExit(f"No scores for method {args.method!r} in {args.scores}.")
+    parts = [scores]
+    for s in SECTIONS:
+        if s in set(scores["section"]):
+            t = secs[s]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "method": BASELINE,
+                        "section": s,
+                        "seed": 0,
+                        "spot": t.obs_names,
+                        "pathology": t.obs["pathology"].astype(str).to_numpy(),
+                        "score": baseline_scores(secs, s),
+                    }
+                )
+            )
+    both = pd.concat(parts, ignore_index=True)
+
+    auc = (
+        both.assign(y=both["pathology"].isin(["invasive cancer", "cancer in situ"]))
+        .groupby(["section", "method", "seed"])
+        .apply(lambda g: roc_auc_score(g["y"], g["score"]), include_groups=False)
+        .groupby(["section", "method"])
+        .mean()
+        .unstack()
+        .round(3)
+    )
+    profile = pd.DataFrame({s: section_profile(secs[s]) for s in auc.index}).T
+    overview = profile.join(auc)
+    classes = class_table(both).round(2)
+    called = classes["called cancer %"].unstack("method")
+    lines = [
+        "# Where the her2st LOO scores go wrong",
+        "",
+        f"Per-spot scores of {args.method} from `{Path(args.scores).name}` "
+        f"({scores['seed'].nunique()} seed(s), mean over seeds) and of {BASELINE} refitted on the same folds. "
+        "'Called cancer' = score at or above the held-out section's label-free GMM threshold. "
+        "Cancer = invasive cancer + cancer in situ.",
+        "",
+        "## Sections (sorted by the model's AUC)",
+        "",
+        overview.sort_values(args.method).to_markdown(),
+        "",
+        "## Thresholds: is the gap in ranking or in the label-free cut?",
+        "",
+        "'best F1 (hindsight)' uses the labels and is a diagnostic only; every reported F1 uses the GMM threshold.",
+        "",
+        threshold_table(both).round(3).to_markdown(),
+        "",
+        "## Share of each pathologist class called cancer (%)",
+        "",
+        called.round(1).to_markdown(),
+        "",
+        "## Mean score per class",
+        "",
+        classes["mean score"].unstack("method").round(3).to_markdown(),
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
