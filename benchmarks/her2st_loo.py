@@ -240,7 +240,7 @@ def figure(df: pd.DataFrame, methods: list[str], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPACRD_DATA_DIR)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds for SpaCRD (default settings) and LightGBM")
+    p.add_argument("--seeds", type=int, default=5, help="seeds for SpaCRD with default settings")
     p.add_argument("--ablation-seeds", type=int, default=None, help="seeds for the ablations (default: --seeds)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (to add seeds to an earlier run)")
     p.add_argument("--save-scores", action="store_true", help="also write every spot's score ({out}_scores.csv.gz)")
@@ -326,7 +326,7 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
             [
                 f"**Partial run**: {len(done)} of 8 folds finished ({', '.join(done)})"
                 + (f"; not run: {', '.join(missing)}" if missing else "")
-                + ". With one seed the ± columns are 0 by construction.",
+                + ". Where a method has one seed its ± column is 0 by construction.",
                 "",
             ]
             if len(done) < len(SECTIONS) or missing
@@ -381,6 +381,11 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
         "Median over folds of the mean seconds per fit+score (one seed):",
         "",
         t.round(1).to_frame("seconds per fold").to_markdown(),
+        "",
+    ]
+    lines += [
+        "Where the scores go wrong, section by section: `her2st_failures.md` (`benchmarks/her2st_failures.py`); "
+        "discussion against the targets: `benchmarks/README.md`.",
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))
