@@ -25,6 +25,17 @@ def features(a: AnnData, genes: list[str], *, library_key: str | None, scaling: 
     return _prep.gene_matrix(a, genes, layer=None, sections=_prep._sections(a, library_key), scaling=scaling)[0]
 
 
+def feature_pair(sources: AnnData, target: AnnData, genes: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Source and target features of one kind: ``"raw"`` (log-normalised), ``"z"`` (per-section z-scores) or
+    ``"smooth"`` (z-scores averaged over each spot and its graph neighbours)."""
+    scaling = "none" if kind == "raw" else "standard"
+    Xs = features(sources, genes, library_key="section", scaling=scaling)
+    Xt = features(target, genes, library_key=None, scaling=scaling)
+    if kind == "smooth":
+        Xs, Xt = smooth(sources, Xs), smooth(target, Xt)
+    return Xs, Xt
+
+
 def smooth(a: AnnData, X: np.ndarray) -> np.ndarray:
     """Mean of each spot and its squidpy-graph neighbours."""
     C = sparse.csr_matrix(a.obsp["spatial_connectivities"], dtype=np.float32)

@@ -15,14 +15,13 @@ Writes ``benchmarks/results/her2st_failures.md`` and prints it.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import _baselines as bl  # noqa: E402  (run as a script from the repository root or benchmarks/)
 import anndata as ad
 import numpy as np
 import pandas as pd
-from her2st_loo import SECTIONS, load_sections  # noqa: E402
+from her2st_loo import SECTIONS, default_data_dir, load_sections, split_fold  # noqa: E402
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 from spacrd_sc.tl import _prep
@@ -30,19 +29,13 @@ from spacrd_sc.tl._threshold import gmm_threshold
 
 RESULTS = Path(__file__).parent / "results"
 BASELINE = "LogReg (z + smoothing)"
+CANCER = ["invasive cancer", "cancer in situ"]
 
 
 def baseline_scores(secs: dict[str, ad.AnnData], target_name: str) -> np.ndarray:
     """The smoothed logistic-regression baseline of ``her2st_loo.py`` on one fold."""
-    target = secs[target_name]
-    sources = ad.concat(
-        {s: a for s, a in secs.items() if s != target_name}, label="section", join="inner", pairwise=True
-    )
-    genes = _prep.select_genes(
-        sources, layer=None, library_key="section", n_top_genes=3000, restrict_to=list(target.var_names)
-    )
-    Xs = bl.smooth(sources, bl.features(sources, genes, library_key="section", scaling="standard"))
-    Xt = bl.smooth(target, bl.features(target, genes, library_key=None, scaling="standard"))
+    target, sources, genes = split_fold(secs, target_name)
+    Xs, Xt = bl.feature_pair(sources, target, genes, "smooth")
     ys = sources.obs["cancer"].to_numpy().astype(int)
     return bl.logreg(Xs, ys, _prep._sections(sources, "section"), Xt)[0]
 
@@ -62,47 +55,43 @@ def section_profile(a: ad.AnnData) -> dict:
     }
 
 
-def class_table(scores: pd.DataFrame) -> pd.DataFrame:
+def with_calls(scores: pd.DataFrame) -> pd.DataFrame:
+    """Add the pathologist's binary label (``cancer``), each run's label-free GMM ``threshold`` (one per
+    method × section × seed) and the resulting ``called`` column."""
+    out = scores.assign(cancer=scores["pathology"].isin(CANCER))
+    thr = out.groupby(["method", "section", "seed"])["score"].transform(lambda x: gmm_threshold(x.to_numpy())[0])
+    return out.assign(threshold=thr, called=out["score"] >= thr)
+
+
+def class_table(calls: pd.DataFrame) -> pd.DataFrame:
     """Per section × method × pathology class: spots, mean score, share called cancer (mean over seeds)."""
-    rows = []
-    for (method, section, seed), g in scores.groupby(["method", "section", "seed"]):
-        thr, _ = gmm_threshold(g["score"].to_numpy())
-        called = g["score"].to_numpy() >= thr
-        for cls, idx in g.groupby("pathology").indices.items():
-            rows.append(
-                {
-                    "section": section,
-                    "method": method,
-                    "seed": seed,
-                    "class": cls,
-                    "spots": len(idx),
-                    "mean score": float(g["score"].to_numpy()[idx].mean()),
-                    "called cancer %": 100 * float(called[idx].mean()),
-                }
-            )
-    t = pd.DataFrame(rows)
+    t = (
+        calls.groupby(["section", "method", "seed", "pathology"])
+        .agg(spots=("score", "size"), mean_score=("score", "mean"), called=("called", "mean"))
+        .reset_index()
+    )
+    t = t.rename(columns={"pathology": "class", "mean_score": "mean score"})
+    t["called cancer %"] = 100 * t.pop("called")
     return t.groupby(["section", "method", "class"])[["spots", "mean score", "called cancer %"]].mean()
 
 
-def threshold_table(scores: pd.DataFrame) -> pd.DataFrame:
+def threshold_table(calls: pd.DataFrame) -> pd.DataFrame:
     """Per section × method: GMM threshold, share called cancer against the true share, F1 at the GMM
     threshold and, as a diagnostic only, the best F1 any threshold would give (needs the labels, so it is
     never used to choose anything: it separates ranking errors from thresholding errors)."""
     rows = []
-    for (method, section, _seed), g in scores.groupby(["method", "section", "seed"]):
-        x = g["score"].to_numpy()
-        y = g["pathology"].isin(["invasive cancer", "cancer in situ"]).to_numpy()
-        thr, _ = gmm_threshold(x)
+    for (method, section, _seed), g in calls.groupby(["method", "section", "seed"]):
+        x, y = g["score"].to_numpy(), g["cancer"].to_numpy()
         prec, rec, _ = precision_recall_curve(y, x)
         best = np.nanmax(np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0))
         rows.append(
             {
                 "section": section,
                 "method": method,
-                "GMM threshold": thr,
-                "called cancer %": 100 * float((x >= thr).mean()),
+                "GMM threshold": g["threshold"].iloc[0],
+                "called cancer %": 100 * float(g["called"].mean()),
                 "true cancer %": 100 * float(y.mean()),
-                "F1 at GMM threshold": f1_score(y, x >= thr),
+                "F1 at GMM threshold": f1_score(y, g["called"]),
                 "best F1 (hindsight)": best,
             }
         )
@@ -117,8 +106,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "her2st_failures.md"))
     args = p.parse_args()
 
-    data_dir = args.data_dir or os.environ.get("SPACRD_DATA_DIR", str(Path(__file__).parents[2] / "shared/data"))
-    secs = load_sections(data_dir)
+    secs = load_sections(str(args.data_dir or default_data_dir()))
     scores = pd.read_csv(args.scores)
     scores = scores[scores["method"] == args.method]
     if scores.empty:
@@ -139,12 +127,11 @@ def main() -> None:
                     }
                 )
             )
-    both = pd.concat(parts, ignore_index=True)
+    both = with_calls(pd.concat(parts, ignore_index=True))
 
     auc = (
-        both.assign(y=both["pathology"].isin(["invasive cancer", "cancer in situ"]))
-        .groupby(["section", "method", "seed"])
-        .apply(lambda g: roc_auc_score(g["y"], g["score"]), include_groups=False)
+        both.groupby(["section", "method", "seed"])
+        .apply(lambda g: roc_auc_score(g["cancer"], g["score"]), include_groups=False)
         .groupby(["section", "method"])
         .mean()
         .unstack()

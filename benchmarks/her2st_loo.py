@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import time
 from pathlib import Path
@@ -98,16 +99,27 @@ def metrics(target: ad.AnnData, scores: np.ndarray, ref: np.ndarray | None) -> d
     return out
 
 
-def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir, spot_scores=None) -> list[dict]:
-    """One held-out section: every method's metrics (rows); per-spot scores appended to ``spot_scores``."""
+def default_data_dir() -> Path:
+    """``$SPACRD_DATA_DIR``, else ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("SPACRD_DATA_DIR", Path(__file__).parents[2] / "shared/data"))
+
+
+def split_fold(secs: dict[str, ad.AnnData], target_name: str) -> tuple[ad.AnnData, ad.AnnData, list[str]]:
+    """The held-out section, the other 7 concatenated (``obs["section"]``) and the genes chosen on them."""
     target = secs[target_name]
     sources = ad.concat(
         {s: a for s, a in secs.items() if s != target_name}, label="section", join="inner", pairwise=True
     )
-    ref = reference_labels(data_dir, target_name)
     genes = _prep.select_genes(
         sources, layer=None, library_key="section", n_top_genes=3000, restrict_to=list(target.var_names)
     )
+    return target, sources, genes
+
+
+def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir, spot_scores=None) -> list[dict]:
+    """One held-out section: every method's metrics (rows); per-spot scores appended to ``spot_scores``."""
+    target, sources, genes = split_fold(secs, target_name)
+    ref = reference_labels(data_dir, target_name)
     rows = []
 
     def record(method, seed, scores, seconds, extra=None):
@@ -164,12 +176,7 @@ def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir
 
     def feats(kind):
         if kind not in cache:
-            scaling = "none" if kind == "raw" else "standard"
-            Xs = bl.features(sources, genes, library_key="section", scaling=scaling)
-            Xt = bl.features(target, genes, library_key=None, scaling=scaling)
-            if kind == "smooth":
-                Xs, Xt = bl.smooth(sources, Xs), bl.smooth(target, Xt)
-            cache[kind] = (Xs, Xt)
+            cache[kind] = bl.feature_pair(sources, target, genes, kind)
         return cache[kind]
 
     plan = {
@@ -258,9 +265,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("spacrd_sc").setLevel(logging.WARNING)
-    import os
-
-    data_dir = Path(args.data_dir or os.environ.get("SPACRD_DATA_DIR", Path(__file__).parents[2] / "shared/data"))
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.report_only:
         parts = args.merge or [args.out]
         df = pd.concat([pd.read_csv(f"{p}.csv") for p in parts], ignore_index=True)
@@ -392,7 +397,6 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
     print("\n".join(lines))
 
 
-import os  # noqa: E402
 
 if __name__ == "__main__":
     main()

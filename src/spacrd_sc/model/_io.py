@@ -135,14 +135,14 @@ def read_weights(
         tensors = load_file(str(weights), device=device)
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{str(weights)!r} could not be read as safetensors ({err}).") from err
-    _compare(tensors.keys(), {k: tuple(v.shape) for k, v in tensors.items()}, expected, "weights file")
+    _compare({k: tuple(v.shape) for k, v in tensors.items()}, expected, "weights file")
     recorded = {k: tuple(v) for k, v in meta["weights"].items()}
-    _compare(recorded.keys(), recorded, expected, f"{CONFIG_FILE} 'weights'")
+    _compare(recorded, expected, f"{CONFIG_FILE} 'weights'")
     return tensors
 
 
-def _compare(names, shapes: dict[str, tuple], expected: dict[str, torch.Size], where: str) -> None:
-    problems = key_mismatch({k: shapes[k] for k in names}, expected, ("saved", "config"))
+def _compare(shapes: dict[str, tuple], expected: dict[str, torch.Size], where: str) -> None:
+    problems = key_mismatch(shapes, expected, ("saved", "config"))
     if problems:
         raise ValueError(f"The {where} does not match the saved configuration: {problems}.")
 
