@@ -397,6 +397,5 @@ def write_report(df: pd.DataFrame, args, meta: dict, out: Path) -> None:
     print("\n".join(lines))
 
 
-
 if __name__ == "__main__":
     main()

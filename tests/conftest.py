@@ -25,9 +25,7 @@ def data_dir() -> Path:
     env = os.environ.get(DATA_DIR_ENV)
     path = Path(env).expanduser() if env else DEFAULT_DATA_DIR
     if not path.is_dir():
-        pytest.skip(
-            f"real-data folder {str(path)!r} not found (set ${DATA_DIR_ENV} to the folder holding her2st/)"
-        )
+        pytest.skip(f"real-data folder {str(path)!r} not found (set ${DATA_DIR_ENV} to the folder holding her2st/)")
     return path
 
 

@@ -26,3 +26,33 @@ LABEL_KEY = "cancer"
 PATHOLOGY_KEY = "pathology"
 #: Environment variable pointing at the local data folder (the one that holds ``her2st/``).
 DATA_DIR_ENV = "SPACRD_DATA_DIR"
+
+
+class Key:
+    """Every key the package derives from a user's ``key_added`` (one place, no string surgery elsewhere).
+
+    ``cancer_score(..., key_added="spacrd")`` writes ``obs[Key.score("spacrd")]`` (``"spacrd_score"``),
+    ``obs[Key.call("spacrd")]`` (``"spacrd_cancer"``), ``obsm[Key.embedding("spacrd")]`` (``"X_spacrd"``) and
+    ``uns["spacrd"]``.
+    """
+
+    @staticmethod
+    def score(key_added: str = SCORE_KEY) -> str:
+        """``obs`` column of the cancer likelihood."""
+        return f"{key_added}_score"
+
+    @staticmethod
+    def call(key_added: str = SCORE_KEY) -> str:
+        """``obs`` column of the boolean cancer call."""
+        return f"{key_added}_cancer"
+
+    @staticmethod
+    def embedding(key_added: str = SCORE_KEY) -> str:
+        """``obsm`` key of the fused embedding."""
+        return f"X_{key_added}"
+
+    @staticmethod
+    def prefix(score_key: str) -> str | None:
+        """The ``key_added`` behind a score column (``"spacrd_score"`` → ``"spacrd"``), or ``None``."""
+        suffix = "_score"
+        return score_key[: -len(suffix)] if score_key.endswith(suffix) and len(score_key) > len(suffix) else None

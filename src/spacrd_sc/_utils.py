@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._constants import SPATIAL_KEY, TABLE_KEY
+from ._logging import logger
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-
-logger = logging.getLogger("spacrd_sc")
 
 
 def _get_table(data: AnnData | SpatialData, table_key: str = TABLE_KEY) -> AnnData:
@@ -48,9 +46,7 @@ def _library_id(adata: AnnData, library_id: str | None = None) -> str:
         )
     if library_id is None:
         if len(spatial) > 1:
-            raise ValueError(
-                f"adata.uns['spatial'] has several libraries {list(spatial)}; pass `library_id=`."
-            )
+            raise ValueError(f"adata.uns['spatial'] has several libraries {list(spatial)}; pass `library_id=`.")
         return next(iter(spatial))
     if library_id not in spatial:
         raise KeyError(f"library_id {library_id!r} not in adata.uns['spatial'] ({list(spatial)}).")
@@ -92,9 +88,7 @@ def _set_scanpy_spatial(
         entry["scalefactors"]["tissue_hires_scalef"] = float(hires_scalef)
     if lowres_image is not None:
         images["lowres"] = np.ascontiguousarray(lowres_image)
-        entry["scalefactors"]["tissue_lowres_scalef"] = float(
-            lowres_scalef if lowres_scalef is not None else 1.0
-        )
+        entry["scalefactors"]["tissue_lowres_scalef"] = float(lowres_scalef if lowres_scalef is not None else 1.0)
     if images:
         entry["images"] = images
     adata.uns.setdefault(SPATIAL_KEY, {})
@@ -105,7 +99,11 @@ def _resolve_device(device: str | None = "auto") -> str:
     """``'auto'`` → ``'cuda'`` when a GPU is available, else ``'cpu'``; other values are checked and returned."""
     import torch
 
+    from ._settings import settings
+
     if device is None or device == "auto":
+        device = settings.device
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     dev = str(device)
     if dev.startswith("cuda") and not torch.cuda.is_available():

@@ -112,8 +112,6 @@ def test_labels_join_on_rounded_coordinates(her2st_loader, her2st_dir: Path):
     import pandas as pd
 
     adata = her2st_loader("G2").tables["table"]
-    lbl = pd.read_csv(her2st_dir / "data/ST-pat/lbl/G2_labeled_coordinates.tsv", sep="\t").dropna(
-        subset=["x", "y"]
-    )
+    lbl = pd.read_csv(her2st_dir / "data/ST-pat/lbl/G2_labeled_coordinates.tsv", sep="\t").dropna(subset=["x", "y"])
     lbl.index = [f"{round(x)}x{round(y)}" for x, y in zip(lbl.x, lbl.y, strict=True)]
     np.testing.assert_array_equal(adata.obs["pathology"].astype(str), lbl.loc[adata.obs_names, "label"])

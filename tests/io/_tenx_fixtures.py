@@ -142,9 +142,7 @@ class VisiumFixture:
     counts: sparse.csr_matrix  # spots x features (matrix order)
     barcodes: np.ndarray
     features: pd.DataFrame
-    positions: (
-        pd.DataFrame
-    )  # index barcode; in_tissue, array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres
+    positions: pd.DataFrame  # index barcode; in_tissue, array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres
     scalefactors: dict
     hires_shape: tuple[int, int]
     fullres_file: str | None = None
@@ -266,9 +264,7 @@ def write_visium(
     depth = 1.0 + (sel.loc[barcodes, "array_row"].to_numpy() % 5)
     counts = _poisson_counts(len(barcodes), len(features), depth, seed)
 
-    write_10x_h5(
-        root / f"{prefix}filtered_feature_bc_matrix.h5", counts, barcodes, features, library_id=library_id
-    )
+    write_10x_h5(root / f"{prefix}filtered_feature_bc_matrix.h5", counts, barcodes, features, library_id=library_id)
     spatial = root / "spatial"
     spatial.mkdir(exist_ok=True)
     cols = ["in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
@@ -319,9 +315,7 @@ class VisiumHDFixture:
     counts: sparse.csr_matrix  # in-tissue bins x features (matrix order)
     barcodes: np.ndarray
     features: pd.DataFrame
-    positions: (
-        pd.DataFrame
-    )  # index barcode; in_tissue, array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres
+    positions: pd.DataFrame  # index barcode; in_tissue, array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres
     array_to_px: np.ndarray  # 3x3: (array_col, array_row, 1) -> (pxl_col, pxl_row, 1)
     microns_per_pixel: float
     bin_size_um: float = 2.0
@@ -362,9 +356,9 @@ def write_visium_hd(
     rr, cc = np.mgrid[0:n_rows, 0:n_cols]
     rr, cc = rr.ravel(), cc.ravel()
     xy = (A @ np.vstack([cc, rr])).T + t
-    in_tissue = (
-        ((rr - n_rows / 2) / (0.45 * n_rows)) ** 2 + ((cc - n_cols / 2) / (0.45 * n_cols)) ** 2 < 1
-    ).astype(np.int32)
+    in_tissue = (((rr - n_rows / 2) / (0.45 * n_rows)) ** 2 + ((cc - n_cols / 2) / (0.45 * n_cols)) ** 2 < 1).astype(
+        np.int32
+    )
     barcodes_all = np.array([f"s_002um_{r:05d}_{c:05d}-1" for r, c in zip(rr, cc, strict=True)])
     pos = pd.DataFrame(
         {

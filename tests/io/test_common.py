@@ -28,11 +28,7 @@ def test_image_model_single_and_multiscale():
     from xarray import DataArray, DataTree
 
     small = _image_model(np.zeros((100, 120, 3), np.uint8))
-    assert (
-        isinstance(small, DataArray)
-        and small.dims == ("c", "y", "x")
-        and list(small.c.values) == ["r", "g", "b"]
-    )
+    assert isinstance(small, DataArray) and small.dims == ("c", "y", "x") and list(small.c.values) == ["r", "g", "b"]
     big = _image_model(np.zeros((50, 4100, 3), np.uint8))
     assert isinstance(big, DataTree)
     sides = [max(node["image"].shape[1:]) for node in big.children.values()]
@@ -123,9 +119,7 @@ def test_scanpy_spatial_without_image():
 def test_global_to_pixel_errors():
     from spatialdata.transformations import Identity
 
-    sdata = _sdata(
-        _image_model(np.zeros((10, 10, 3), np.uint8), transformations={"aligned": Identity()}), [[1.0, 1.0]]
-    )
+    sdata = _sdata(_image_model(np.zeros((10, 10, 3), np.uint8), transformations={"aligned": Identity()}), [[1.0, 1.0]])
     with pytest.raises(ValueError, match=r"no transformation to the 'global' coordinate system.*aligned"):
         _global_to_pixel(sdata, "he")
     with pytest.raises(KeyError, match="No image 'nope'"):

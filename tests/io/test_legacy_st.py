@@ -36,17 +36,13 @@ def test_synthetic_structure(tiny_legacy_st, caplog):
     assert list(adata.var_names) == ["GENE_A", "GENE_B", "GENE_C", "GENE_A-1", "ERBB2"]
     assert list(adata.obs_names) == list(counts.index)
     assert adata.obs["array_x"].dtype == np.int64 and adata.obs["array_y"].dtype == np.int64
-    assert (
-        adata.obs_names == adata.obs["array_x"].astype(str) + "x" + adata.obs["array_y"].astype(str)
-    ).all()
+    assert (adata.obs_names == adata.obs["array_x"].astype(str) + "x" + adata.obs["array_y"].astype(str)).all()
     xy = adata.obsm["spatial"]
     assert xy.dtype == np.float64 and xy.shape == (n, 2)
     np.testing.assert_allclose(xy, adata.obs[["array_x", "array_y"]].to_numpy() * SYN_PX_PER_UNIT + 10)
 
     attrs = adata.uns["spatialdata_attrs"]
-    assert (
-        attrs["region"] == "spots" and attrs["region_key"] == "region" and attrs["instance_key"] == "spot_id"
-    )
+    assert attrs["region"] == "spots" and attrs["region_key"] == "region" and attrs["instance_key"] == "spot_id"
     np.testing.assert_array_equal(adata.obs["spot_id"].to_numpy(), np.arange(n))
 
     shapes = sdata.shapes["spots"]
@@ -85,9 +81,7 @@ def test_image_scale_and_array_image(tiny_legacy_st):
     small = tiny_legacy_st["image_array"][::2, ::2]
     sdata = legacy_st(tiny_legacy_st["counts"], tiny_legacy_st["spots"], small, image_scale=0.5)
     adata = sdata.tables["table"]
-    np.testing.assert_allclose(
-        adata.obsm["spatial"], (adata.obs[["array_x", "array_y"]].to_numpy() * 20 + 10) / 2
-    )
+    np.testing.assert_allclose(adata.obsm["spatial"], (adata.obs[["array_x", "array_y"]].to_numpy() * 20 + 10) / 2)
     sf = adata.uns["spatial"]["S1"]["scalefactors"]
     assert sf["spot_diameter_fullres"] == pytest.approx(5.0, rel=0.01)
     assert adata.uns["spatial"]["S1"]["metadata"]["pixel_size_um"] == pytest.approx(20.0, rel=0.01)
@@ -159,9 +153,7 @@ def test_grayscale_image_file(tiny_legacy_st, tmp_path):
 
 def test_coordinates_outside_image(tiny_legacy_st):
     with pytest.raises(ValueError, match=r"29 of 29 spot centres lie outside the 170 x 150 px image"):
-        legacy_st(
-            tiny_legacy_st["counts"], tiny_legacy_st["spots"], tiny_legacy_st["image_array"], image_scale=3.0
-        )
+        legacy_st(tiny_legacy_st["counts"], tiny_legacy_st["spots"], tiny_legacy_st["image_array"], image_scale=3.0)
     small = tiny_legacy_st["image_array"][:100]  # rows y = 5, 6 (pixels 110, 130) fall outside
     with pytest.raises(ValueError, match=r"12 of 29 spot centres lie outside"):
         legacy_st(tiny_legacy_st["counts"], tiny_legacy_st["spots"], small)
@@ -197,9 +189,7 @@ def test_b4_full_resolution(her2st_dir: Path, her2st_loader):
     assert entry["scalefactors"]["tissue_hires_scalef"] == pytest.approx(2000 / 9923)
     sel = pd.read_csv(her2st_dir / "data" / "ST-spotfiles" / "B4_selection.tsv", sep="\t")
     sel.index = sel.x.astype(str) + "x" + sel.y.astype(str)
-    np.testing.assert_allclose(
-        adata.obsm["spatial"], sel.loc[adata.obs_names, ["pixel_x", "pixel_y"]].to_numpy()
-    )
+    np.testing.assert_allclose(adata.obsm["spatial"], sel.loc[adata.obs_names, ["pixel_x", "pixel_y"]].to_numpy())
 
 
 def test_real_counts_match_file(her2st_dir: Path):

@@ -50,16 +50,12 @@ def hd(tmp_path_factory: pytest.TempPathFactory) -> fx.VisiumHDFixture:
 
 @pytest.fixture(scope="module")
 def xe(tmp_path_factory: pytest.TempPathFactory) -> fx.XeniumFixture:
-    return fx.write_xenium(
-        tmp_path_factory.mktemp("xenium") / "xenium_rep1", version="1.0.1", he_format="ome.tif"
-    )
+    return fx.write_xenium(tmp_path_factory.mktemp("xenium") / "xenium_rep1", version="1.0.1", he_format="ome.tif")
 
 
 @pytest.fixture(scope="module")
 def xe2(tmp_path_factory: pytest.TempPathFactory) -> fx.XeniumFixture:
-    return fx.write_xenium(
-        tmp_path_factory.mktemp("xenium2") / "xenium_v2", version="2.0.0.10", he_format="png"
-    )
+    return fx.write_xenium(tmp_path_factory.mktemp("xenium2") / "xenium_v2", version="2.0.0.10", he_format="png")
 
 
 @pytest.fixture(scope="module")
@@ -245,9 +241,7 @@ def _expected_hd(hd: fx.VisiumHDFixture, k: int) -> tuple[pd.DataFrame, np.ndarr
     C = pos["array_col"].to_numpy() // k
     keys = pd.Series(list(zip(R, C, strict=True)))
     codes, uniq = pd.factorize(keys, sort=True)
-    G = sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes))
-    )
+    G = sparse.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes)))
     summed = _dense(G @ hd.counts)
     blocks = pd.DataFrame(list(uniq), columns=["array_row", "array_col"])
     blocks["n_bins"] = np.asarray(G.sum(1)).ravel().astype(int)
@@ -259,9 +253,7 @@ def test_visium_hd_aggregation(hd: fx.VisiumHDFixture, sd_hd, tmp_path: Path) ->
     k = 28  # 55 µm from 2 µm bins -> 28 x 28 bins = 56 µm
     assert lib == hd.dataset_id  # from the feature_slice.h5 prefix
     assert spots_key == f"{lib}_square_056um"
-    assert (
-        meta["bins_per_side"] == k and meta["bin_size_um"] == 56.0 and meta["bin_size_um_requested"] == 55.0
-    )
+    assert meta["bins_per_side"] == k and meta["bin_size_um"] == 56.0 and meta["bin_size_um_requested"] == 55.0
     assert meta["source_bin_um"] == 2.0 and meta["microns_per_pixel"] == pytest.approx(hd.microns_per_pixel)
     assert meta["image_key"] == f"{lib}_hires_image"
     # the 2 µm bins are dropped by default
@@ -333,9 +325,7 @@ def _expected_xenium(x: fx.XeniumFixture, bin_um: float) -> tuple[pd.DataFrame, 
     R = np.floor(x.centroids_um[:, 1] / bin_um).astype(int)
     C = np.floor(x.centroids_um[:, 0] / bin_um).astype(int)
     codes, uniq = pd.factorize(pd.Series(list(zip(R, C, strict=True))), sort=True)
-    G = sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes))
-    )
+    G = sparse.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes)))
     blocks = pd.DataFrame(list(uniq), columns=["array_row", "array_col"])
     blocks["n_cells"] = np.asarray(G.sum(1)).ravel().astype(int)
     return blocks, _dense(G @ x.counts[:, gex])
@@ -356,9 +346,7 @@ def test_xenium_with_he(xe: fx.XeniumFixture, sd_xe_he, tmp_path: Path) -> None:
     assert adata.n_vars == int((xe.features["feature_type"] == "Gene Expression").sum())
 
     # bin centres: µm -> morphology px -> H&E px (inverse of the 10x alignment, which maps H&E -> morphology)
-    centre_px = (
-        np.column_stack([(blocks["array_col"] + 0.5) * 55.0, (blocks["array_row"] + 0.5) * 55.0]) / 0.2125
-    )
+    centre_px = np.column_stack([(blocks["array_col"] + 0.5) * 55.0, (blocks["array_row"] + 0.5) * 55.0]) / 0.2125
     hom = np.column_stack([centre_px, np.ones(len(centre_px))])
     expected = (np.linalg.inv(xe.he_to_morph) @ hom.T).T[:, :2]
     np.testing.assert_allclose(adata.obsm["spatial"], expected, atol=1e-6)
@@ -380,9 +368,7 @@ def test_xenium_imageless(xe2: fx.XeniumFixture, sd_xe_plain, tmp_path: Path) ->
     assert meta["global_frame"] == "morphology_pixels" and len(sd_xe_plain.images) == 0
     blocks, summed = _expected_xenium(xe2, 55.0)
     np.testing.assert_array_equal(_dense(adata.X), summed.astype(np.float32))
-    centre_px = (
-        np.column_stack([(blocks["array_col"] + 0.5) * 55.0, (blocks["array_row"] + 0.5) * 55.0]) / 0.2125
-    )
+    centre_px = np.column_stack([(blocks["array_col"] + 0.5) * 55.0, (blocks["array_row"] + 0.5) * 55.0]) / 0.2125
     np.testing.assert_allclose(adata.obsm["spatial"], centre_px, atol=1e-6)
     assert adata.uns["spatial"][lib]["scalefactors"]["spot_diameter_fullres"] == pytest.approx(55.0 / 0.2125)
     _squidpy_runs(adata, tmp_path, imageless=True)
@@ -394,9 +380,7 @@ def test_xenium_he_variants(xe: fx.XeniumFixture, xe2: fx.XeniumFixture, sd_xe_h
     np.testing.assert_allclose(auto["table"].obsm["spatial"], sd_xe_he["table"].obsm["spatial"], atol=1e-6)
     np.testing.assert_allclose(_global_to_pixel(auto, "he_image"), np.eye(3), atol=1e-9)
     # a PNG H&E and the alignment as an array; keep the cell table
-    png = xenium(
-        xe2.path, he_image=xe2.he_file, he_alignment=xe2.he_to_morph, bin_size_um=40, keep_source=True
-    )
+    png = xenium(xe2.path, he_image=xe2.he_file, he_alignment=xe2.he_to_morph, bin_size_um=40, keep_source=True)
     adata, lib, spots_key, meta = _check_conventions(png, platform="xenium")
     assert spots_key == "square_040um" and meta["image_key"] == "he_image"
     assert png["cell_table"].n_obs == len(xe2.cell_ids) and "cell_circles" in png.shapes

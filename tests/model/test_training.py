@@ -107,9 +107,7 @@ def test_fit_fusion_before_alignment_warns(section):
 
 def test_random_batching_and_continued_training(section):
     model = SpaCRD(section["genes"], use_contrastive=False, **SMALL)
-    model.fit_fusion(
-        section["x_gene"], None, section["neighbors"], section["y"], epochs=2, batching="random", **FAST
-    )
+    model.fit_fusion(section["x_gene"], None, section["neighbors"], section["y"], epochs=2, batching="random", **FAST)
     model.fit_fusion(section["x_gene"], None, section["neighbors"], section["y"], epochs=2, **FAST)
     assert len(model.history["fused"]) == 4
     assert model.training_params["fusion"]["batching"] == "local"

@@ -69,9 +69,7 @@ def test_bad_labels(model, section, y, match):
 
 def test_boolean_labels_accepted(section):
     model = SpaCRD(section["genes"], use_contrastive=False, **SMALL)
-    model.fit_fusion(
-        section["x_gene"], None, section["neighbors"], section["y"].astype(bool), epochs=2, **FAST
-    )
+    model.fit_fusion(section["x_gene"], None, section["neighbors"], section["y"].astype(bool), epochs=2, **FAST)
     assert model.is_fitted
 
 

@@ -45,9 +45,7 @@ def make_section(
     a.obsm["spatial"] = xy
     if image_dim is not None:
         proj = rng.normal(0, 1, (n_genes, image_dim)) / np.sqrt(n_genes)
-        a.obsm["X_uni"] = (np.log1p(counts) @ proj + rng.normal(0, 0.1, (len(xy), image_dim))).astype(
-            np.float32
-        )
+        a.obsm["X_uni"] = (np.log1p(counts) @ proj + rng.normal(0, 0.1, (len(xy), image_dim))).astype(np.float32)
     return a
 
 

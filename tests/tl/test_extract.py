@@ -53,9 +53,7 @@ def make_sdata(image: np.ndarray | None = None, *, n_x: int = 5, n_y: int = 3, s
     table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
     images = {}
     if image is not None:
-        images["he"] = Image2DModel.parse(
-            image.transpose(2, 0, 1), dims=("c", "y", "x"), c_coords=["r", "g", "b"]
-        )
+        images["he"] = Image2DModel.parse(image.transpose(2, 0, 1), dims=("c", "y", "x"), c_coords=["r", "g", "b"])
     return SpatialData(images=images, shapes={"spots": shapes}, tables={"table": table})
 
 
@@ -88,9 +86,7 @@ def _reader(data, size):
 def test_extract_writes_obsm_and_params(sdata, caplog, tmp_path):
     table = sdata.tables["table"]
     with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
-        out = extract_uni(
-            sdata, backbone=SMALL, pretrained=False, size=SMALL_SIZE, batch_size=4, progress_bar=False
-        )
+        out = extract_uni(sdata, backbone=SMALL, pretrained=False, size=SMALL_SIZE, batch_size=4, progress_bar=False)
     assert out is None
     assert "random initialisation" in caplog.text
     X = table.obsm["X_uni"]
@@ -178,9 +174,7 @@ def test_cuda_bf16_matches_cpu_fp32(sdata, small_weights):
 @pytest.mark.parametrize("fname", ["w.safetensors", "w.pt"])
 def test_local_weights_reproduce_in_memory_model(sdata, small_weights, fname):
     model, spec, d = small_weights
-    res = extract_uni(
-        sdata, backbone=SMALL, weights=d / fname, size=SMALL_SIZE, progress_bar=False, copy=True
-    )
+    res = extract_uni(sdata, backbone=SMALL, weights=d / fname, size=SMALL_SIZE, progress_bar=False, copy=True)
     assert res.uns["X_uni"]["params"]["weights"] == str(d / fname)
     # the same patches through the in-memory model, normalised by hand
     patches = _reader(sdata, SMALL_SIZE).read(np.arange(res.n_obs))

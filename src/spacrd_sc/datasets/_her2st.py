@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,13 +9,14 @@ import numpy as np
 import pandas as pd
 
 from .._constants import DATA_DIR_ENV, LABEL_KEY, PATHOLOGY_KEY, SPATIAL_KEY, TABLE_KEY
+from .._logging import logger
+from .._settings import settings
 from ..io._common import _check_file
 from ..io._legacy_st import legacy_st
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-logger = logging.getLogger("spacrd_sc")
 
 #: Public source repository and the commit every file is pinned to.
 REPO = "almaan/her2st"
@@ -122,7 +121,7 @@ def _is_her2st_root(folder: Path) -> bool:
 
 
 def _local_root(path: str | Path | None) -> Path | None:
-    """The local her2st folder: ``path`` or ``$SPACRD_DATA_DIR`` (pointing at it or at its parent)."""
+    """The local her2st folder: ``path`` or ``settings.data_dir`` (pointing at it or at its parent)."""
     if path is not None:
         p = Path(path).expanduser()
         for cand in (p, p / "her2st"):
@@ -132,13 +131,16 @@ def _local_root(path: str | Path | None) -> Path | None:
             f"No her2st data under {str(p)!r}: expected {str(p / 'her2st' / 'data' / 'ST-cnts')!r} "
             f"or {str(p / 'data' / 'ST-cnts')!r}."
         )
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        p = Path(env).expanduser()
+    p = settings.data_dir
+    if p is not None:
         for cand in (p / "her2st", p):
             if _is_her2st_root(cand):
                 return cand
-        logger.warning("$%s=%s holds no her2st/ folder; downloading the files instead.", DATA_DIR_ENV, env)
+        logger.warning(
+            "settings.data_dir (default $%s) = %s holds no her2st/ folder; downloading the files instead.",
+            DATA_DIR_ENV,
+            p,
+        )
     return None
 
 
@@ -162,9 +164,7 @@ def _read_labels(path: Path, spot_ids: pd.Index) -> pd.Series:
         logger.info("Dropping %d label rows without coordinates.", n_na)
     lbl = lbl.dropna(subset=["x", "y"])
     ids = np.rint(lbl["x"].to_numpy(float)).astype(int).astype(str)
-    ids = pd.Index(
-        np.char.add(np.char.add(ids, "x"), np.rint(lbl["y"].to_numpy(float)).astype(int).astype(str))
-    )
+    ids = pd.Index(np.char.add(np.char.add(ids, "x"), np.rint(lbl["y"].to_numpy(float)).astype(int).astype(str)))
     labels = pd.Series(lbl["label"].to_numpy(), index=ids)
     labels = labels[~labels.index.duplicated(keep="first")]
     unknown = sorted(set(labels.dropna().unique()) - set(PATHOLOGY_CATEGORIES))
@@ -183,16 +183,17 @@ def her2st(section: str, *, path: str | Path | None = None, table_key: str = TAB
     Eight sections carry a pathologist annotation (A1, B1, C1, D1, E1, F1, G2, H1); six unlabelled
     sections (B4, C2–C6) come with their full-resolution H&E. Of the labelled sections only A1 has an
     H&E (the authors' 2000 px app image, scale 2000/6954 of the original, background masked black); the
-    others are image-less. Files are read from a local copy (``path`` or ``$SPACRD_DATA_DIR``) or
-    downloaded once from GitHub (``almaan/her2st`` at a pinned commit, sha256-checked) into pooch's cache.
+    others are image-less. Files are read from a local copy (``path``, or ``spacrd_sc.settings.data_dir``,
+    which defaults to ``$SPACRD_DATA_DIR``) or downloaded once from GitHub (``almaan/her2st`` at a pinned
+    commit, sha256-checked) into pooch's cache.
 
     Parameters
     ----------
     section
         Section name, one of ``A1 B1 C1 D1 E1 F1 G2 H1 B4 C2 C3 C4 C5 C6``.
     path
-        Local folder holding ``her2st/`` (or the her2st folder itself). Default: ``$SPACRD_DATA_DIR``,
-        else download.
+        Local folder holding ``her2st/`` (or the her2st folder itself). Default:
+        ``spacrd_sc.settings.data_dir`` (``$SPACRD_DATA_DIR`` unless set), else download.
     table_key
         Name of the table element.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,13 +10,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._constants import SPATIAL_KEY
+from .._logging import logger
 from .._utils import _get_table, _set_scanpy_spatial
 
 if TYPE_CHECKING:
     import xarray as xr
     from spatialdata import SpatialData
 
-logger = logging.getLogger("spacrd_sc")
 
 #: Images whose longer side exceeds this many pixels are stored as a multiscale pyramid.
 MULTISCALE_MIN_PX = 4096
@@ -77,9 +76,7 @@ def _image_model(
 
     shape = tuple(getattr(image, "shape", ()))
     if len(shape) == 2:
-        raise ValueError(
-            f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required."
-        )
+        raise ValueError(f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required.")
     if len(shape) != 3:
         raise ValueError(f"Expected an RGB image of shape (height, width, 3); got shape {shape}.")
     n_channels = shape[2]
@@ -87,9 +84,7 @@ def _image_model(
         logger.info("Dropping the alpha channel of the H&E image.")
         image = image[..., :3]
     elif n_channels == 1:
-        raise ValueError(
-            f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required."
-        )
+        raise ValueError(f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required.")
     elif n_channels != 3:
         raise ValueError(
             f"Expected an RGB image of shape (height, width, 3); got {n_channels} channels (shape {shape}). "
@@ -298,12 +293,7 @@ def _downscaled_rgb(element: Any, affine: np.ndarray, max_px: int) -> tuple[np.n
     lin = affine[:2, :2]
     sx, sy = float(lin[0, 0]), float(lin[1, 1])
     off_diag = max(abs(lin[0, 1]), abs(lin[1, 0]))
-    if (
-        sx <= 0
-        or off_diag > 1e-9 * max(sx, 1.0)
-        or abs(sx - sy) > 1e-6 * sx
-        or np.abs(affine[:2, 2]).max() > 0.5
-    ):
+    if sx <= 0 or off_diag > 1e-9 * max(sx, 1.0) or abs(sx - sy) > 1e-6 * sx or np.abs(affine[:2, 2]).max() > 0.5:
         logger.warning(
             "The image's transformation to global is not a pure isotropic scale; no 'hires' image is "
             "written to uns['spatial'] (squidpy cannot express it with one scale factor)."
@@ -318,11 +308,7 @@ def _downscaled_rgb(element: Any, affine: np.ndarray, max_px: int) -> tuple[np.n
     for lvl in levels[1:]:
         if max(_image_hw(lvl)) >= target_side:
             chosen = lvl
-    if (
-        chosen is not levels[0]
-        and _is_derived(chosen, levels[0])
-        and levels[0].nbytes <= _DIRECT_RESIZE_MAX_BYTES
-    ):
+    if chosen is not levels[0] and _is_derived(chosen, levels[0]) and levels[0].nbytes <= _DIRECT_RESIZE_MAX_BYTES:
         # a pyramid built lazily from an in-memory level 0: resizing level 0 with PIL is several times
         # faster than computing the coarsened level through dask (stored pyramids are read as they are)
         chosen = levels[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import IMAGE_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOTS_KEY, TABLE_KEY
+from .._logging import logger
 from ._common import (
     GLOBAL_CS,
     _add_scanpy_spatial,
@@ -24,7 +24,6 @@ from ._common import (
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-logger = logging.getLogger("spacrd_sc")
 
 PLATFORM = "legacy_st"
 _SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y")
@@ -55,8 +54,7 @@ def _read_counts(counts: str | Path | pd.DataFrame) -> pd.DataFrame:
             header = header[1:]  # the first field names the spot-id column
         if len(header) != df.shape[1]:
             raise ValueError(
-                f"The count matrix header has {len(header)} names for {df.shape[1]} gene columns "
-                f"({str(path)!r})."
+                f"The count matrix header has {len(header)} names for {df.shape[1]} gene columns ({str(path)!r})."
             )
         df.columns = pd.Index(header)
     if df.shape[0] == 0 or df.shape[1] == 0:
@@ -105,9 +103,7 @@ def _fit_px_per_unit(array: np.ndarray, pixel: np.ndarray) -> float:
     from scipy.stats import theilslopes
 
     if np.unique(np.round(array, 3)).size < 2:
-        raise ValueError(
-            "Cannot derive the pixel size: all spots share one array column. Pass `pixel_size_um=`."
-        )
+        raise ValueError("Cannot derive the pixel size: all spots share one array column. Pass `pixel_size_um=`.")
     slope = float(theilslopes(pixel, array)[0])
     if not np.isfinite(slope) or slope == 0:
         raise ValueError("Cannot derive the pixel size from the spot file. Pass `pixel_size_um=`.")
@@ -237,9 +233,7 @@ def legacy_st(
                     py_per_unit,
                 )
         pixel_size_um = spot_spacing_um / (px_per_unit * image_scale)
-        logger.info(
-            "Pixel size %.4f µm/px (%.1f px per array unit).", pixel_size_um, px_per_unit * image_scale
-        )
+        logger.info("Pixel size %.4f µm/px (%.1f px per array unit).", pixel_size_um, px_per_unit * image_scale)
     diameter_px = float(spot_diameter_um / pixel_size_um)
 
     sel = sel.loc[cnt.index]

@@ -13,7 +13,6 @@ recorded in ``uns['spatial'][library_id]['metadata']`` (``image_key``, ``spots_k
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import warnings
@@ -27,6 +26,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, TABLE_KEY
+from .._logging import logger
 from ._common import (
     GLOBAL_CS,
     _add_scanpy_spatial,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-logger = logging.getLogger("spacrd_sc")
 
 #: Default side of the square bins that Visium HD and Xenium are aggregated to (a Visium spot is 55 µm wide).
 DEFAULT_BIN_UM = 55.0
@@ -180,9 +179,7 @@ def _sum_by_grid(
     key = (row - r0) * width + (col - c0)
     uniq, inverse = np.unique(key, return_inverse=True)
     n = len(key)
-    G = sparse.csr_matrix(
-        (np.ones(n, dtype=np.float32), (inverse.ravel(), np.arange(n))), shape=(len(uniq), n)
-    )
+    G = sparse.csr_matrix((np.ones(n, dtype=np.float32), (inverse.ravel(), np.arange(n))), shape=(len(uniq), n))
     summed = _counts_csr32(G @ _counts_csr32(X))
     return summed, uniq // width + r0, uniq % width + c0, G
 
@@ -342,14 +339,10 @@ def visium(
             f"Spot positions file not found: neither 'spatial/{_VISIUM_POSITIONS[0]}' nor "
             f"'spatial/{_VISIUM_POSITIONS[1]}' in {str(path)!r}."
         )
-    sf_file = _require(
-        path / kwargs.get("scalefactors_file", Path("spatial") / _SCALEFACTORS), "Scale factors file"
-    )
+    sf_file = _require(path / kwargs.get("scalefactors_file", Path("spatial") / _SCALEFACTORS), "Scale factors file")
     scalefactors = json.loads(sf_file.read_text())
     missing = [
-        k
-        for k in ("spot_diameter_fullres", "tissue_hires_scalef", "tissue_lowres_scalef")
-        if k not in scalefactors
+        k for k in ("spot_diameter_fullres", "tissue_hires_scalef", "tissue_lowres_scalef") if k not in scalefactors
     ]
     if missing:
         raise ValueError(f"{str(sf_file)!r} lacks the keys {missing}.")
@@ -365,9 +358,7 @@ def visium(
 
     logger.info("Reading Visium section %r from %s.", library_id, path)
     with _quiet_reader():
-        sdata = spatialdata_io.visium(
-            path, dataset_id=dataset_id, fullres_image_file=fullres_image_file, **kwargs
-        )
+        sdata = spatialdata_io.visium(path, dataset_id=dataset_id, fullres_image_file=fullres_image_file, **kwargs)
     sdata.rename_coordinate_systems({dataset_id: GLOBAL_CS})
 
     table = sdata.tables[TABLE_KEY]
@@ -378,8 +369,7 @@ def visium(
     if not np.isfinite(xy).all():
         bad = table.obs_names[~np.isfinite(xy).all(1)]
         raise ValueError(
-            f"{len(bad)} barcodes of the count matrix have no row in the positions file "
-            f"(e.g. {list(bad[:3])})."
+            f"{len(bad)} barcodes of the count matrix have no row in the positions file (e.g. {list(bad[:3])})."
         )
     reader_meta = dict(table.uns.get(SPATIAL_KEY, {}).get(dataset_id, {}).get("metadata", {}))
 
@@ -515,8 +505,7 @@ def visium_hd(
         src_um = int(requested_src)
         if src_um not in bins:
             raise FileNotFoundError(
-                f"Bin folder 'square_{src_um:03d}um' not found (available: {sorted(bins)} µm) "
-                f"in {str(path)!r}."
+                f"Bin folder 'square_{src_um:03d}um' not found (available: {sorted(bins)} µm) in {str(path)!r}."
             )
     bin_dir = bins[src_um]
     counts_name = _VISIUM_COUNTS if kwargs.get("filtered_counts_file", True) else "raw_feature_bc_matrix.h5"
@@ -560,9 +549,7 @@ def visium_hd(
         raise ValueError(f"The {src_um} µm count matrix of {str(path)!r} has no bins.")
     xy = np.asarray(src.obsm[SPATIAL_KEY], dtype=float)
     arr = np.column_stack([src.obs["array_col"].to_numpy(float), src.obs["array_row"].to_numpy(float)])
-    X, rows, cols, G = _sum_by_grid(
-        src.X, src.obs["array_row"].to_numpy() // k, src.obs["array_col"].to_numpy() // k
-    )
+    X, rows, cols, G = _sum_by_grid(src.X, src.obs["array_row"].to_numpy() // k, src.obs["array_col"].to_numpy() // k)
     n = np.asarray(G.sum(1)).ravel()
 
     # Square centres: the mean of the member bins' pixel centres is exact for full squares; for squares cut by
@@ -631,8 +618,7 @@ def _read_alignment(he_alignment: str | os.PathLike[str] | np.ndarray) -> np.nda
             M = np.loadtxt(file, delimiter=",", dtype=float, ndmin=2)
         except ValueError as err:
             raise ValueError(
-                f"{str(file)!r} is not a 3 x 3 comma-separated affine matrix "
-                "(10x's '*_he_imagealignment.csv')."
+                f"{str(file)!r} is not a 3 x 3 comma-separated affine matrix (10x's '*_he_imagealignment.csv')."
             ) from err
     else:
         M = np.asarray(he_alignment, dtype=float)
@@ -767,9 +753,7 @@ def xenium(
         "spatialdata-io reads the HDF5 matrix (the 'cell_feature_matrix/' MEX folder alone is not enough).",
     )
     _require(path / "cells.parquet", "Cell table")
-    _require(
-        path / "cells.zarr.zip", "Cell zarr archive", "spatialdata-io 0.7.1 opens it even for the table only."
-    )
+    _require(path / "cells.zarr.zip", "Cell zarr archive", "spatialdata-io 0.7.1 opens it even for the table only.")
     if bin_size_um <= 0:
         raise ValueError(f"bin_size_um must be positive; got {bin_size_um}.")
     specs = json.loads(specs_file.read_text())
@@ -815,15 +799,11 @@ def xenium(
     else:
         he_present = he_arr is not None
         if he_present and M is None:
-            logger.warning(
-                "No `he_alignment` given: the H&E is taken to be in Xenium morphology pixels already."
-            )
+            logger.warning("No `he_alignment` given: the H&E is taken to be in Xenium morphology pixels already.")
             M = np.eye(3)
     morph_to_global = np.linalg.inv(M) if he_present else np.eye(3)
 
-    X, rows, cols, G = _sum_by_grid(
-        cells.X, np.floor(xy_um[:, 1] / bin_size_um), np.floor(xy_um[:, 0] / bin_size_um)
-    )
+    X, rows, cols, G = _sum_by_grid(cells.X, np.floor(xy_um[:, 1] / bin_size_um), np.floor(xy_um[:, 0] / bin_size_um))
     n_cells = np.asarray(G.sum(1)).ravel()
     centres_um = np.column_stack([(cols + 0.5) * bin_size_um, (rows + 0.5) * bin_size_um])
     centres = _apply_affine(morph_to_global, centres_um / pixel_size)

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._logging import logger
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-logger = logging.getLogger("spacrd_sc")
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -236,9 +236,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
                 "with `torch.save(model.state_dict(), path)` or as .safetensors."
             ) from err
     else:
-        raise ValueError(
-            f"Weights file {str(path)!r} has suffix {suffix!r}; expected one of {WEIGHT_SUFFIXES}."
-        )
+        raise ValueError(f"Weights file {str(path)!r} has suffix {suffix!r}; expected one of {WEIGHT_SUFFIXES}.")
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]
@@ -249,9 +247,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return dict(state)
 
 
-def load_weights_strict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "weights"
-) -> None:
+def load_weights_strict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "weights") -> None:
     """Load ``state`` into ``model`` strictly, with a clear error naming missing/unexpected/mis-shaped keys.
 
     Classifier-head weights in ``state`` (``pretrained_cfg['classifier']``) are dropped when the model was
@@ -263,9 +259,7 @@ def load_weights_strict(
     if head and getattr(model, "num_classes", None) == 0:
         heads = [k for k in state if k not in own and (k == head or k.startswith(f"{head}."))]
         if heads:
-            logger.info(
-                "Dropping classifier-head weights %s from %s (the backbone has no head).", heads, source
-            )
+            logger.info("Dropping classifier-head weights %s from %s (the backbone has no head).", heads, source)
             for k in heads:
                 del state[k]
     from ._io import key_mismatch

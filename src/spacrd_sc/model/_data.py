@@ -36,9 +36,7 @@ def as_features(x: Any, name: str, n_cols: int | None, what: str) -> np.ndarray:
     if not finite.all():
         bad = int((~finite).sum())
         rows = int((~finite).any(axis=1).sum())
-        raise ValueError(
-            f"{name} contains {bad} NaN/inf values (in {rows} spots); clean or impute them first."
-        )
+        raise ValueError(f"{name} contains {bad} NaN/inf values (in {rows} spots); clean or impute them first.")
     return arr
 
 
@@ -86,9 +84,7 @@ def check_labels(y: Any, n: int) -> np.ndarray:
     if not set(values.tolist()) <= {0, 1}:
         raise ValueError(f"y must be binary (0 = non-cancer, 1 = cancer), got values {values[:10].tolist()}.")
     if len(values) < 2:
-        raise ValueError(
-            f"y has a single class ({int(values[0])}): training needs both cancer and non-cancer spots."
-        )
+        raise ValueError(f"y has a single class ({int(values[0])}): training needs both cancer and non-cancer spots.")
     return arr.astype(np.int64)
 
 
@@ -151,9 +147,7 @@ def epoch_batches(
     return batches
 
 
-def neighbourhood_tokens(
-    idx: torch.Tensor, neighbors: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def neighbourhood_tokens(idx: torch.Tensor, neighbors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows to encode for a batch of centre spots and how to gather them into sequences.
 
     Parameters

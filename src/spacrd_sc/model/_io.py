@@ -65,8 +65,7 @@ def write_model_dir(
         raise FileExistsError(f"{str(path)!r} exists and is not a directory.")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(
-            f"Directory {str(path)!r} exists and is not empty; "
-            "pass overwrite=True to replace the model in it."
+            f"Directory {str(path)!r} exists and is not empty; pass overwrite=True to replace the model in it."
         )
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}

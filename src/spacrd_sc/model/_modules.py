@@ -137,9 +137,7 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, query: torch.Tensor, tokens: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """Attend from ``query`` (B, D) over ``tokens`` (B, T, D); ``padding_mask`` (B, T): True = pad."""
-        out, _ = self.attn(
-            query.unsqueeze(1), tokens, tokens, key_padding_mask=padding_mask, need_weights=False
-        )
+        out, _ = self.attn(query.unsqueeze(1), tokens, tokens, key_padding_mask=padding_mask, need_weights=False)
         return self.norm(out.squeeze(1))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import time
 import warnings
@@ -14,13 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._logging import logger
 from .._utils import _resolve_device
 from . import _io
 from ._data import as_features, check_labels, check_neighbors, neighbourhood_mean
 from ._modules import SpaCRDNet
 from ._train import infer, seeded, train_alignment, train_fusion
-
-logger = logging.getLogger("spacrd_sc")
 
 MODALITIES = ("both", "expression", "image")
 
@@ -149,22 +147,14 @@ class SpaCRD:
                 seen.add(g)
             raise ValueError(f"genes contains duplicates: {sorted(set(dup))[:10]}.")
         if n_image_features is not None:
-            if (
-                isinstance(n_image_features, bool)
-                or int(n_image_features) != n_image_features
-                or n_image_features < 1
-            ):
-                raise ValueError(
-                    f"n_image_features must be a positive integer or None, got {n_image_features!r}."
-                )
+            if isinstance(n_image_features, bool) or int(n_image_features) != n_image_features or n_image_features < 1:
+                raise ValueError(f"n_image_features must be a positive integer or None, got {n_image_features!r}.")
             n_image_features = int(n_image_features)
         hidden_dims = tuple(int(d) for d in hidden_dims)
         if not hidden_dims or min(hidden_dims) < 1:
             raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims}.")
         if n_heads < 1 or hidden_dims[-1] % n_heads:
-            raise ValueError(
-                f"n_heads={n_heads} must divide the embedding size hidden_dims[-1]={hidden_dims[-1]}."
-            )
+            raise ValueError(f"n_heads={n_heads} must divide the embedding size hidden_dims[-1]={hidden_dims[-1]}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         if temperature <= 0:
@@ -213,9 +203,7 @@ class SpaCRD:
         }
         if modality == "both" and n_image_features is None:
             self.mode = "expression"
-            logger.info(
-                "SpaCRD: no image features (n_image_features=None): image-less, expression-only model."
-            )
+            logger.info("SpaCRD: no image features (n_image_features=None): image-less, expression-only model.")
         else:
             self.mode = modality
         self.history: dict[str, list[float]] = {}
@@ -267,9 +255,7 @@ class SpaCRD:
             text = f"image + expression; stage 1: {stage1}; fusion: {fuse} (k={k})"
         else:
             what = "expression" if self.mode == "expression" else "image"
-            why = (
-                " (no image features)" if self.mode == "expression" and self.n_image_features is None else ""
-            )
+            why = " (no image features)" if self.mode == "expression" and self.n_image_features is None else ""
             fuse = (
                 f"attention from the centre {what} token over its own neighbourhood (k={k})"
                 if c["use_cross_attention"]
@@ -339,8 +325,7 @@ class SpaCRD:
         if self.mode in ("both", "image"):
             if x_image is None:
                 raise ValueError(
-                    f"x_image is None but this model ({self.mode!r} mode) uses "
-                    f"{self.n_image_features} image features."
+                    f"x_image is None but this model ({self.mode!r} mode) uses {self.n_image_features} image features."
                 )
             feats.append(as_features(x_image, "x_image", self.n_image_features, "image features"))
             n_rows["x_image"] = feats[-1].shape[0]
@@ -596,9 +581,7 @@ class SpaCRD:
     # ------------------------------------------------------------------ inference
     def _infer(self, x_gene, x_image, neighbors, batch_size, device, output, amp) -> np.ndarray:
         if not self.is_fitted:
-            raise NotFittedError(
-                "This SpaCRD model is not fitted yet: call fit_alignment and fit_fusion first."
-            )
+            raise NotFittedError("This SpaCRD model is not fitted yet: call fit_alignment and fit_fusion first.")
         feats, nbr, _ = self._check_inputs(x_gene, x_image, neighbors)
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
@@ -714,9 +697,7 @@ class SpaCRD:
         try:
             model = cls(**meta["config"], preprocessing=meta.get("preprocessing"))
         except TypeError as err:
-            raise ValueError(
-                f"config.json in {str(path)!r} holds invalid constructor arguments ({err})."
-            ) from err
+            raise ValueError(f"config.json in {str(path)!r} holds invalid constructor arguments ({err}).") from err
         expected = {k: v.shape for k, v in model.net.state_dict().items()}
         tensors = _io.read_weights(path, meta, expected, dev)
         model._move(dev)

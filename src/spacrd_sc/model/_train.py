@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -14,8 +13,6 @@ from tqdm.auto import trange
 
 from ._data import epoch_batches, local_clusters, neighbourhood_tokens
 from ._modules import SpaCRDNet, info_nce
-
-logger = logging.getLogger("spacrd_sc")
 
 #: Spots per compact neighbourhood group when ``batching="local"``.
 GROUP_SIZE = 16

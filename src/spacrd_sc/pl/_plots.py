@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -13,14 +12,13 @@ from anndata import AnnData
 from spatialdata import SpatialData
 
 from .._constants import PATHOLOGY_KEY, SCORE_KEY, TABLE_KEY
+from .._logging import logger
 from .._utils import _get_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from ..model import SpaCRD
-
-logger = logging.getLogger("spacrd_sc")
 
 
 def _finish(ax: Axes, show: bool | None, save: str | Path | None) -> Axes | None:
@@ -106,9 +104,7 @@ def score_distribution(
         raise ValueError(f"order names categories not in adata.obs[{groupby!r}]: {sorted(unknown)}.")
     if threshold is None:
         prefix = score_key[: -len("_score")] if score_key.endswith("_score") else score_key
-        stored = (
-            adata.uns.get(prefix, {}).get("threshold") if isinstance(adata.uns.get(prefix), dict) else None
-        )
+        stored = adata.uns.get(prefix, {}).get("threshold") if isinstance(adata.uns.get(prefix), dict) else None
         if isinstance(stored, dict):
             threshold = float(np.mean(list(stored.values())))
         elif stored is not None:
@@ -179,9 +175,7 @@ def training_history(
 
     history = {k: v for k, v in model.history.items() if len(v)}
     if not history:
-        raise ValueError(
-            "The model has no training history yet: train it with `sc_crd.tl.align` / `fit_vrbca`."
-        )
+        raise ValueError("The model has no training history yet: train it with `sc_crd.tl.align` / `fit_vrbca`.")
     keys = list(history) if keys is None else list(keys)
     missing = [k for k in keys if k not in history]
     if missing:

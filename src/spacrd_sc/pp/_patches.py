@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import SPATIAL_KEY, TABLE_KEY
+from .._logging import logger
 from .._utils import _get_table, _library_id, _spot_diameter_px
 from ..io._common import (
     _affine_scale,
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-logger = logging.getLogger("spacrd_sc")
 
 #: Value of the pixels of a patch that fall outside the image (white, like the H&E background).
 PAD_VALUE = 255

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from anndata import AnnData
 from spatialdata import SpatialData
@@ -11,8 +9,6 @@ from spatialdata import SpatialData
 from .._constants import LABEL_KEY, PATHOLOGY_KEY, TABLE_KEY
 from .._utils import _get_table
 from ._prep import binary_labels
-
-logger = logging.getLogger("spacrd_sc")
 
 
 def evaluate(
@@ -75,9 +71,7 @@ def evaluate(
         if call_key is None and score_key.endswith("_score"):
             call_key = score_key[: -len("_score")] + "_cancer"
         if call_key is None or call_key not in sub.obs:
-            raise KeyError(
-                f"No calls for F1: adata.obs[{call_key!r}] is missing. Pass `threshold=` or `call_key=`."
-            )
+            raise KeyError(f"No calls for F1: adata.obs[{call_key!r}] is missing. Pass `threshold=` or `call_key=`.")
         calls = sub.obs[call_key].to_numpy().astype(bool)
     return {
         "auc": float(roc_auc_score(y, s)),

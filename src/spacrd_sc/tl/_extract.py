@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
+from .._logging import logger
 from .._utils import _get_table, _resolve_device
 from ..model._backbones import build_backbone, get_backbone_spec
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-logger = logging.getLogger("spacrd_sc")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -51,9 +50,7 @@ def _check_image(data: AnnData | SpatialData, image_key: str | None) -> None:
             "(pass `image_key=None` to `tl.align`)."
         )
     if image_key is not None and image_key not in images:
-        raise KeyError(
-            f"image_key {image_key!r} is not an image of the SpatialData (images: {list(images)})."
-        )
+        raise KeyError(f"image_key {image_key!r} is not an image of the SpatialData (images: {list(images)}).")
 
 
 def _resolve_precision(precision: str, device: str) -> str:
@@ -189,9 +186,7 @@ def extract_uni(
     if not isinstance(size, int | np.integer) or size < 8:
         raise ValueError(f"size must be an integer ≥ 8 (pixels), got {size!r}.")
     if not np.isfinite(context) or context <= 0:
-        raise ValueError(
-            f"context must be a positive number (multiple of the spot diameter), got {context!r}."
-        )
+        raise ValueError(f"context must be a positive number (multiple of the spot diameter), got {context!r}.")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     dev = _resolve_device(device)
@@ -204,18 +199,12 @@ def extract_uni(
 
     from ..pp._patches import _PatchReader
 
-    reader = _PatchReader(
-        data, size=int(size), image_key=image_key, table_key=table_key, context=float(context)
-    )
+    reader = _PatchReader(data, size=int(size), image_key=image_key, table_key=table_key, context=float(context))
     if len(reader) != table.n_obs:
         raise RuntimeError(f"The patch reader yields {len(reader)} patches for {table.n_obs} table rows.")
 
     model, spec = build_backbone(backbone, weights=weights, pretrained=pretrained, token=token)
-    if (
-        int(size) != spec.input_size
-        and hasattr(model, "patch_embed")
-        and not getattr(model, "dynamic_img_size", False)
-    ):
+    if int(size) != spec.input_size and hasattr(model, "patch_embed") and not getattr(model, "dynamic_img_size", False):
         raise ValueError(
             f"Backbone {spec.name!r} only accepts {spec.input_size}-px inputs (no dynamic image size); "
             f"got size={size}. Leave `size=None`."
@@ -234,9 +223,7 @@ def extract_uni(
         pin_memory=on_cuda,
     )
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
-    autocast = torch.autocast(
-        device_type="cuda" if on_cuda else "cpu", dtype=amp_dtype, enabled=amp_dtype is not None
-    )
+    autocast = torch.autocast(device_type="cuda" if on_cuda else "cpu", dtype=amp_dtype, enabled=amp_dtype is not None)
 
     from tqdm.auto import tqdm
 
@@ -263,9 +250,7 @@ def extract_uni(
     # ---- write
     adata = table.copy() if copy else table
     if key_added in adata.obsm:
-        logger.warning(
-            "obsm[%r] already exists and is overwritten with the %r features.", key_added, spec.name
-        )
+        logger.warning("obsm[%r] already exists and is overwritten with the %r features.", key_added, spec.name)
     adata.obsm[key_added] = feats
     diameter = getattr(reader, "diameter_px", None)
     params: dict[str, Any] = {

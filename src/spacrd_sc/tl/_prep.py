@@ -6,7 +6,6 @@ are prepared by the same code. Nothing here looks at labels.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-logger = logging.getLogger("spacrd_sc")
+from .._logging import logger
 
 SCALINGS = ("standard", "minmax", "none")
 
@@ -234,9 +233,7 @@ def binary_labels(adata: AnnData, label_key: str) -> np.ndarray:
         raise ValueError(f"adata.obs[{label_key!r}] has {int(col.isna().sum())} missing values.")
     vals = pd.unique(col.astype(object))
     if not set(vals) <= {0, 1}:
-        raise ValueError(
-            f"adata.obs[{label_key!r}] must be boolean or 0/1, found values {sorted(map(str, vals))[:5]}."
-        )
+        raise ValueError(f"adata.obs[{label_key!r}] must be boolean or 0/1, found values {sorted(map(str, vals))[:5]}.")
     y = col.astype(bool).to_numpy().astype(np.int64)
     if y.min() == y.max():
         raise ValueError(

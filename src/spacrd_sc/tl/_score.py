@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -10,14 +9,13 @@ from anndata import AnnData
 from spatialdata import SpatialData
 
 from .._constants import SCORE_KEY, TABLE_KEY
+from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
 from ..model._io import package_version
 from . import _prep
 from ._threshold import gmm_threshold
 from ._train import model_inputs
-
-logger = logging.getLogger("spacrd_sc")
 
 
 def cancer_score(
@@ -90,9 +88,7 @@ def cancer_score(
     if adata.n_obs == 0:
         raise ValueError("The table has no spots.")
     if not model.is_fitted:
-        raise ValueError(
-            "The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model)."
-        )
+        raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
     if not (threshold == "gmm" or isinstance(threshold, int | float)):
         raise ValueError(f"threshold must be 'gmm' or a number, got {threshold!r}.")
     pre = model.preprocessing
@@ -120,17 +116,11 @@ def cancer_score(
             n_missing,
             len(model.genes),
         )
-    scores = model.predict_proba(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(
-        np.float32
-    )
+    scores = model.predict_proba(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
     emb = model.embed(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
 
     sections = _prep._sections(adata, library_key)
-    names = (
-        adata.obs[library_key].astype(str).to_numpy()
-        if library_key is not None
-        else np.full(adata.n_obs, "all")
-    )
+    names = adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
     calls = np.zeros(adata.n_obs, dtype=bool)
     thresholds: dict[str, float] = {}
     gmms: dict[str, Any] = {}

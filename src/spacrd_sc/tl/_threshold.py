@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-logger = logging.getLogger("spacrd_sc")
+from .._logging import logger
 
 
 def gmm_threshold(scores: np.ndarray, *, seed: int = 0) -> tuple[float, dict[str, float]]:

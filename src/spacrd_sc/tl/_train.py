@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -11,11 +10,10 @@ from anndata import AnnData
 from spatialdata import SpatialData
 
 from .._constants import IMAGE_FEATURES_KEY, LABEL_KEY, LIBRARY_KEY, SPATIAL_KEY, TABLE_KEY
+from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
 from . import _prep
-
-logger = logging.getLogger("spacrd_sc")
 
 
 def model_inputs(
@@ -131,9 +129,7 @@ def align(
         raise ValueError("The table has no spots.")
     sections = _prep._sections(adata, library_key)
     if image_key is not None and image_key not in adata.obsm:
-        logger.info(
-            "adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key
-        )
+        logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
         image_key = None
     if modality == "image" and image_key is None:
         raise ValueError("modality='image' needs image features; run `sc_crd.tl.extract_uni` first.")
@@ -150,9 +146,7 @@ def align(
         genes = list(genes)
         missing = [g for g in genes if g not in adata.var_names]
         if missing:
-            raise ValueError(
-                f"{len(missing)} of the given genes are not in adata.var_names, e.g. {missing[:5]}."
-            )
+            raise ValueError(f"{len(missing)} of the given genes are not in adata.var_names, e.g. {missing[:5]}.")
     preprocessing = {
         "layer": layer,
         "target_sum": 1e4,
