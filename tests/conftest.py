@@ -19,6 +19,13 @@ DATA_DIR_ENV = "SPACRD_DATA_DIR"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that reads the real data (through the ``data_dir`` fixture) carries the ``realdata`` marker."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real-data folder holding ``her2st/``: ``$SPACRD_DATA_DIR`` or ``../shared/data``; else skip."""
