@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,21 @@ def test_quickstart_runs(data_dir: Path, her2st_dir: Path, monkeypatch: pytest.M
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setattr(plt, "show", lambda *args, **kwargs: None)
 
+    import squidpy  # noqa: F401  (imported first: its own import-time SyntaxWarnings are not the README's)
+
     namespace: dict[str, object] = {"__name__": "__readme__"}
     try:
-        exec(compile(quickstart_code(), str(README), "exec"), namespace)  # noqa: S102
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exec(compile(quickstart_code(), str(README), "exec"), namespace)  # noqa: S102
     finally:
         plt.close("all")
+    noticed = [
+        f"{w.category.__name__}: {w.message}"
+        for w in caught
+        if issubclass(w.category, DeprecationWarning | FutureWarning | UserWarning)
+    ]
+    assert not noticed, f"the Quickstart emits warnings a user would see: {noticed}"
 
     target = namespace.get("target")
     assert target is not None, "the Quickstart defines no `target`"
