@@ -3,12 +3,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers.sections import make_section, with_graph
 from scipy import sparse
 
 from spacrd_sc.tl import _inputs
 from spacrd_sc.tl._threshold import gmm_threshold
-
-from .conftest import make_section, with_graph
 
 
 def test_log_normalize_matches_scanpy():
