@@ -94,9 +94,3 @@ def section_arrays(a: ad.AnnData, *, library_key: str | None = None, n_neighbors
         "y": a.obs["cancer"].to_numpy().astype(np.int64),
         "genes": list(spec.genes),
     }
-
-
-def make_arrays(nx: int = 16, ny: int = 16, n_genes: int = 60, image_dim: int | None = 24, *, seed: int = 0) -> dict:
-    """:func:`section_arrays` of a fresh :func:`make_section` (one section, a fifth of the genes markers)."""
-    a = make_section(nx=nx, ny=ny, n_genes=n_genes, n_markers=max(1, n_genes // 5), seed=seed, image_dim=image_dim)
-    return section_arrays(a)

@@ -76,7 +76,7 @@ def test_neighbor_index_pads_and_errors():
     import squidpy as sq
 
     a = make_section(nx=3, ny=1)  # 3 spots, at most 2 neighbours each
-    sq.gr.spatial_neighbors(a, n_neighs=2, coord_type="generic")
+    sq.gr.spatial_neighbors_knn(a, n_neighs=2)
     nb = _inputs.neighbor_index(a, "spatial", 6, np.zeros(3, int))
     assert (nb[:, 2:] == -1).all() and (nb[:, :2] >= 0).all()
     del a.obsp["spatial_connectivities"]

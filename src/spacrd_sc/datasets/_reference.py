@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +53,7 @@ def _her2st_sources(path: str | Path | None) -> Any:
             t.X, obs=t.obs[[LABEL_KEY]].copy(), var=t.var[[]].copy(), obsm={"spatial": t.obsm["spatial"]}
         )
     sources = ad.concat(tables, label=LIBRARY_KEY, join="inner", index_unique="-")
-    sq.gr.spatial_neighbors(sources, library_key=LIBRARY_KEY, n_neighs=6, coord_type="generic")
+    sq.gr.spatial_neighbors_knn(sources, library_key=LIBRARY_KEY, n_neighs=6)
     return sources
 
 
@@ -146,5 +148,10 @@ def her2st_model(
         "cache_dir": str(folder),
         "from_cache": False,
     }
-    model.save(folder, overwrite=True)
+    # save beside the cache entry, then move it into place: an interrupted save never looks like a cache hit
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    model.save(tmp, overwrite=True)
+    if folder.exists():  # a leftover without config.json
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
     return model
