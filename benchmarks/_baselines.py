@@ -13,7 +13,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from spacrd_sc.tl import _prep
+from spacrd_sc.tl import _inputs
 
 #: Marker genes for the marker-score baseline. ERBB2 and its 17q12 amplicon neighbours GRB7, PGAP3, STARD3
 #: (co-amplified in HER2+ breast cancer; e.g. Staaf et al., Breast Cancer Res 2010), and luminal epithelial
@@ -22,7 +22,7 @@ MARKERS = ["ERBB2", "GRB7", "PGAP3", "STARD3", "EPCAM", "KRT8", "KRT18", "KRT19"
 
 
 def features(a: AnnData, genes: list[str], *, library_key: str | None, scaling: str) -> np.ndarray:
-    return _prep.gene_matrix(a, genes, layer=None, sections=_prep._sections(a, library_key), scaling=scaling)[0]
+    return _inputs.gene_matrix(a, genes, layer=None, sections=_inputs.section_codes(a, library_key), scaling=scaling)[0]
 
 
 def feature_pair(sources: AnnData, target: AnnData, genes: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import pandas as pd
 from her2st_loo import SECTIONS, default_data_dir, load_sections, split_fold  # noqa: E402
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
-from spacrd_sc.tl import _prep
+from spacrd_sc.tl import _inputs
 from spacrd_sc.tl._threshold import gmm_threshold
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,7 +37,7 @@ def baseline_scores(secs: dict[str, ad.AnnData], target_name: str) -> np.ndarray
     target, sources, genes = split_fold(secs, target_name)
     Xs, Xt = bl.feature_pair(sources, target, genes, "smooth")
     ys = sources.obs["cancer"].to_numpy().astype(int)
-    return bl.logreg(Xs, ys, _prep._sections(sources, "section"), Xt)[0]
+    return bl.logreg(Xs, ys, _inputs.section_codes(sources, "section"), Xt)[0]
 
 
 def section_profile(a: ad.AnnData) -> dict:

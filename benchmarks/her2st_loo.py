@@ -25,7 +25,7 @@ import pandas as pd
 import squidpy as sq
 
 import spacrd_sc as sc_crd
-from spacrd_sc.tl import _prep
+from spacrd_sc.tl import _inputs
 from spacrd_sc.tl._threshold import gmm_threshold
 
 SECTIONS = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
@@ -110,7 +110,7 @@ def split_fold(secs: dict[str, ad.AnnData], target_name: str) -> tuple[ad.AnnDat
     sources = ad.concat(
         {s: a for s, a in secs.items() if s != target_name}, label="section", join="inner", pairwise=True
     )
-    genes = _prep.select_genes(
+    genes = _inputs.select_genes(
         sources, layer=None, library_key="section", n_top_genes=3000, restrict_to=list(target.var_names)
     )
     return target, sources, genes
@@ -171,7 +171,7 @@ def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir
             record(method, seed, t.obs["spacrd_score"].to_numpy(), time.perf_counter() - t0)
 
     ys = sources.obs["cancer"].to_numpy().astype(int)
-    sec_codes = _prep._sections(sources, "section")
+    sec_codes = _inputs.section_codes(sources, "section")
     cache = {}
 
     def feats(kind):

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _synthetic import make_section  # noqa: E402
-
-#: Small network for fast tests (the defaults are exercised once in test_training.py).
-SMALL = {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8}
-FAST = {"progress_bar": False, "device": "cpu"}
+from _helpers.sections import FAST, SMALL, make_section, section_arrays
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,14 +19,14 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def section() -> dict:
-    """256 spots, 60 genes, 24 image features, a disk of 'cancer' spots."""
-    return make_section(16, 60, 24, signal=0.8, seed=0)
+    """256 spots, 60 genes, 24 image features, a disc of 'cancer' spots."""
+    return section_arrays(make_section(nx=16, ny=16, n_genes=60, n_markers=10, image_dim=24, seed=0))
 
 
 @pytest.fixture(scope="session")
 def target() -> dict:
     """An independent section drawn the same way (another 'patient')."""
-    return make_section(16, 60, 24, signal=0.8, seed=1)
+    return section_arrays(make_section("T", nx=16, ny=16, n_genes=60, n_markers=10, image_dim=24, seed=1))
 
 
 def _train(sec: dict, *, image: bool, seed: int = 0, **kwargs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL
+from _helpers.sections import SMALL
 
 from spacrd_sc.model import SpaCRD
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,23 @@ def test_newer_format_version_refused(saved):
     (saved / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="format_version 99"):
         SpaCRD.load(saved)
+
+
+LEGACY = Path(__file__).parents[1] / "data" / "legacy_models"
+
+
+@pytest.mark.parametrize("name", ["imageless", "image"])
+def test_legacy_model_folders_load(name):
+    """Folders saved by spacrd_sc before the ModelConfig/_io refactor load and score exactly as they did."""
+    import anndata as ad
+
+    import spacrd_sc as sc_crd
+
+    model = sc_crd.SpaCRD.load(LEGACY / name, device="cpu")
+    assert model.is_fitted and model.image_less == (name == "imageless")
+    target = ad.read_h5ad(LEGACY / f"{name}_target.h5ad")
+    sc_crd.tl.cancer_score(target, model, device="cpu")
+    expected = np.load(LEGACY / f"{name}_scores.npz")
+    np.testing.assert_array_equal(target.obs["spacrd_score"].to_numpy(), expected["score"])
+    np.testing.assert_array_equal(target.obsm["X_spacrd"], expected["embedding"])
+    np.testing.assert_array_equal(target.obs["spacrd_cancer"].to_numpy(), expected["cancer"])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL
+from _helpers.sections import SMALL
 from sklearn.metrics import roc_auc_score
 
 from spacrd_sc.model import SpaCRD

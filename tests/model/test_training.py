@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FAST, SMALL
+from _helpers.sections import FAST, SMALL, make_section, section_arrays
 from sklearn.metrics import roc_auc_score
 
 from spacrd_sc.model import SpaCRD
@@ -22,7 +22,7 @@ def test_outputs_shapes_and_dtypes(fitted_image, target):
 
 
 def test_default_architecture_embeds_512():
-    sec = __import__("_synthetic").make_section(6, 12, 8, seed=3)
+    sec = section_arrays(make_section(nx=6, ny=6, n_genes=12, n_markers=3, image_dim=8, seed=3))
     model = SpaCRD(sec["genes"], 8)
     model.fit_alignment(sec["x_gene"], sec["x_image"], sec["neighbors"], epochs=1, **FAST)
     model.fit_fusion(sec["x_gene"], sec["x_image"], sec["neighbors"], sec["y"], epochs=2, **FAST)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FAST, SMALL
+from _helpers.sections import FAST, SMALL
 
 from spacrd_sc.model import NotFittedError, SpaCRD
 

@@ -102,21 +102,58 @@ def test_absent_genes_filled_and_low_overlap_refused(target, trained, caplog):
         sc_crd.tl.cancer_score(t, trained)
 
 
-def test_image_mode_and_ablations(sources_img):
-    m = sc_crd.tl.align(sources_img, n_top_genes=40, **SMALL, **FAST)
-    assert not m.image_less and m.n_image_features == 32
-    m = sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
-    assert m.is_fitted
-    for kw in (
-        {"use_contrastive": False},
+#: Each ablation: the switch, what the network must then hold (encoders, fusion blocks, VAE), what the mode
+#: description must say, and which loss histories fitting must leave.
+ABLATIONS = {
+    "full": ({}, ("image", "gene"), 2, True, "image/gene InfoNCE", {"align", "fused", "recon", "kl", "bce", "cls"}),
+    "-contrastive": ({"use_contrastive": False}, ("image", "gene"), 2, True, "no alignment", {"fused", "cls"}),
+    "-cross-attention": (
         {"use_cross_attention": False},
-        {"use_vae": False},
-        {"modality": "expression"},
-        {"modality": "image"},
-    ):
-        m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **SMALL, **FAST)
-        sc_crd.tl.fit_vrbca(sources_img, m, **FAST)
-        assert m.is_fitted
+        ("image", "gene"),
+        0,
+        True,
+        "no cross-attention",
+        {"align", "fused", "cls"},
+    ),
+    "-VAE": ({"use_vae": False}, ("image", "gene"), 2, False, "no VAE", {"align", "bce", "cls"}),
+    "expression": ({"modality": "expression"}, ("gene",), 1, True, "expression only", {"align", "fused", "cls"}),
+    "image": ({"modality": "image"}, ("image",), 1, True, "image only", {"align", "fused", "cls"}),
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_image_mode_and_ablations(name, sources_img):
+    """Each switch really changes the network and the training, and every variant still learns the signal."""
+    kw, encoders, n_blocks, vae, described, losses = ABLATIONS[name]
+    m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **SMALL, **FAST)
+    net = m.net
+    assert (net.image_encoder is not None, net.gene_encoder is not None) == ("image" in encoders, "gene" in encoders)
+    assert len(getattr(net.fusion, "blocks", [])) == n_blocks
+    assert (net.vae is not None) == vae
+    assert described in m.mode_description
+    assert m.is_aligned == kw.get("use_contrastive", True)
+    assert m.image_less == (kw.get("modality") == "expression")
+    if m.image_less:
+        assert m.preprocessing["image_key"] is None
+    else:
+        assert m.n_image_features == 32 and m.preprocessing["image_key"] == "X_uni"
+    sc_crd.tl.fit_vrbca(sources_img, m, batch_size=64, lr=2e-3, **FAST)  # enough steps to learn in 4 epochs
+    assert m.is_fitted
+    assert losses <= set(m.history) and all(np.isfinite(v).all() for v in m.history.values())
+    if not vae:
+        assert not {"fused", "recon", "kl"} & set(m.history)
+    if not kw.get("use_contrastive", True):
+        assert "align" not in m.history
+    # learns the planted signal on its training sections (chance: AUC 0.5)
+    p = m.predict_proba(*_arrays(sources_img, m))
+    assert roc_auc_score(sources_img.obs["cancer"], p) > 0.8, name
+
+
+def _arrays(adata, model):
+    from spacrd_sc.tl._inputs import FeatureSpec, model_arrays
+
+    a = model_arrays(adata, FeatureSpec.of(model))
+    return a.x_gene, a.x_image, a.neighbors
 
 
 def test_bad_inputs(sources, target, trained):
@@ -141,3 +178,24 @@ def test_bad_inputs(sources, target, trained):
     untrained = sc_crd.tl.align(sources, n_top_genes=20, **SMALL, **FAST)
     with pytest.raises(ValueError, match="not trained"):
         sc_crd.tl.cancer_score(target, untrained)
+
+
+def test_gene_sets_and_key_added(sources, target):
+    """``target_genes`` restricts the genes (absent ones and duplicates tolerated); bad gene lists fail early;
+    ``key_added`` names the embedding in fit_vrbca as in cancer_score.
+    """
+    panel = [f"g{j}" for j in range(0, 120, 2)] + ["NOT_IN_SOURCES", "g0"]
+    m = sc_crd.tl.align(sources, target_genes=panel, n_top_genes=20, **SMALL, **{**FAST, "epochs": 1})
+    assert len(m.genes) == 20 and set(m.genes) <= set(panel[:60])
+    sc_crd.tl.fit_vrbca(sources, m, key_added="run1", **{**FAST, "epochs": 2})
+    assert sources.obsm["X_run1"].shape == (sources.n_obs, D) and "X_spacrd" not in sources.obsm
+    sc_crd.tl.cancer_score(target, m, key_added="run1")
+    assert {"run1_score", "run1_cancer"} <= set(target.obs) and "X_run1" in target.obsm and "run1" in target.uns
+    with pytest.raises(ValueError, match="match up to letter case"):
+        sc_crd.tl.align(sources, target_genes=["G1", "G2"], **FAST)
+    with pytest.raises(ValueError, match=r"duplicates: \['g1'\]"):
+        sc_crd.tl.align(sources, genes=["g1", "g1"], **FAST)
+    with pytest.raises(ValueError, match="not in the source adata.var_names, e.g. \\['XIST'\\]"):
+        sc_crd.tl.align(sources, genes=["g1", "XIST"], **FAST)
+    with pytest.raises(ValueError, match="not in target_genes"):
+        sc_crd.tl.align(sources, genes=["g1", "g2"], target_genes=["g1"], **FAST)

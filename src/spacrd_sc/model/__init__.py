@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from ._spacrd import NotFittedError, SpaCRD
+from ._config import ModelConfig
+from ._spacrd import NotFittedError, Prediction, SpaCRD
 
-__all__ = ["NotFittedError", "SpaCRD"]
+__all__ = ["ModelConfig", "NotFittedError", "Prediction", "SpaCRD"]

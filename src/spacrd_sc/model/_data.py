@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._logging import logger
+
 
 def as_features(x: Any, name: str, n_cols: int | None, what: str) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 ``(n, n_cols)`` array, or raise a clear ``ValueError``.
@@ -171,3 +173,65 @@ def neighbourhood_tokens(idx: torch.Tensor, neighbors: torch.Tensor) -> tuple[to
     tokens = torch.where(mask, idx[:, None], tokens)
     unique, inverse = torch.unique(tokens, sorted=True, return_inverse=True)
     return unique, inverse, mask
+
+
+def check_inputs(
+    cfg: Any, x_gene: Any, x_image: Any, neighbors: Any, y: Any = None
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """Validate all inputs against a :class:`~spacrd_sc.model._config.ModelConfig` ``cfg``.
+
+    Returns the features in stream order (image first), the neighbours and the labels (``None`` without ``y``).
+    """
+    feats: list[np.ndarray] = []
+    n_rows: dict[str, int] = {}
+    if cfg.mode in ("both", "image"):
+        if x_image is None:
+            raise ValueError(
+                f"x_image is None but this model ({cfg.mode!r} mode) uses {cfg.n_image_features} image features."
+            )
+        feats.append(as_features(x_image, "x_image", cfg.n_image_features, "image features"))
+        n_rows["x_image"] = feats[-1].shape[0]
+    elif x_image is not None:
+        logger.info("SpaCRD (%s mode) ignores x_image.", cfg.mode)
+    if cfg.mode != "image":
+        feats.append(as_features(x_gene, "x_gene", len(cfg.genes), "genes"))
+        n_rows["x_gene"] = feats[-1].shape[0]
+    if len(set(n_rows.values())) > 1:
+        raise ValueError(f"x_gene and x_image have different numbers of spots: {n_rows}.")
+    n = feats[0].shape[0]
+    if n < 1:
+        raise ValueError("The inputs hold no spots.")
+    nbr = check_neighbors(neighbors, n, cfg.n_neighbors)
+    labels = check_labels(y, n) if y is not None else None
+    return feats, nbr, labels
+
+
+def check_loop_args(epochs: int, batch_size: int, lr: float, n_spots: int) -> None:
+    """Check a training schedule before any work starts."""
+    if n_spots < 2:
+        raise ValueError(f"Training needs at least 2 spots, got {n_spots}.")
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs}.")
+    if int(batch_size) != batch_size or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size}.")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}.")
+
+
+def resolve_fused_epochs(epochs: int, fused_epochs: int | None, *, use_vae: bool) -> int:
+    """Leading fusion-only epochs: default ``epochs // 2`` with the VAE, always 0 without; checked."""
+    if fused_epochs is None:
+        fused_epochs = int(epochs) // 2 if use_vae else 0
+    if int(fused_epochs) != fused_epochs or fused_epochs < 0:
+        raise ValueError(f"fused_epochs must be a non-negative integer, got {fused_epochs}.")
+    if not use_vae and fused_epochs:
+        logger.info(
+            "SpaCRD: use_vae=False, fused_epochs=%d ignored (every epoch trains the classifier).",
+            fused_epochs,
+        )
+        fused_epochs = 0
+    if fused_epochs >= epochs:
+        raise ValueError(
+            f"fused_epochs={fused_epochs} leaves no classifier epoch out of epochs={epochs}; use fused_epochs < epochs."
+        )
+    return int(fused_epochs)

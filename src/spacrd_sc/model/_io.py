@@ -171,3 +171,52 @@ def key_mismatch(found: Mapping[str, Any], expected: Mapping[str, Any], labels: 
         if keys
     ]
     return "; ".join(parts)
+
+
+def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`)."""
+    from .._logging import logger
+
+    meta = {
+        "config": model.config,
+        "preprocessing": model.preprocessing,
+        "mode": model.mode,
+        "mode_description": model.mode_description,
+        "state": {"is_aligned": model.is_aligned, "is_fitted": model.is_fitted, "alignment": model.alignment},
+        "training_params": model.training_params,
+        "history": model.history,
+    }
+    out = write_model_dir(path, model.net.state_dict(), meta, overwrite=overwrite)
+    logger.info("SpaCRD saved to %s.", out)
+    return out
+
+
+def load_model(cls: type, path: str | os.PathLike, *, device: str) -> Any:
+    """Rebuild a :class:`~spacrd_sc.model.SpaCRD` from directory ``path`` onto ``device`` (body of
+    :meth:`SpaCRD.load`); format-1 folders from every earlier version load unchanged.
+    """
+    from .._logging import logger
+    from ._config import ModelConfig
+
+    meta = read_config(path)
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+    except TypeError as err:
+        raise ValueError(f"config.json in {str(path)!r} holds invalid constructor arguments ({err}).") from err
+    except ValueError as err:
+        raise ValueError(f"config.json in {str(path)!r} holds an invalid model config: {err}") from err
+    model = cls(**config.to_dict(), preprocessing=meta.get("preprocessing"))
+    expected = {k: v.shape for k, v in model.net.state_dict().items()}
+    tensors = read_weights(path, meta, expected, device)
+    model._move(device)
+    model.net.load_state_dict(tensors, strict=True)
+    state = meta.get("state", {})
+    model.is_aligned = bool(state.get("is_aligned", False))
+    model.is_fitted = bool(state.get("is_fitted", False))
+    model.alignment = str(state.get("alignment", "not run"))
+    model.history = {k: [float(x) for x in v] for k, v in meta.get("history", {}).items()}
+    model.training_params = meta.get("training_params", {})
+    saved = meta.get("package_version")
+    if saved != package_version():
+        logger.info("SpaCRD at %s was saved by spacrd_sc %s (running %s).", path, saved, package_version())
+    return model

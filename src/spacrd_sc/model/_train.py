@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import trange
 
-from ._data import epoch_batches, local_clusters, neighbourhood_tokens
+from .._logging import logger
+from ._data import epoch_batches, local_clusters, neighbourhood_mean, neighbourhood_tokens
 from ._modules import SpaCRDNet, info_nce
+
+if TYPE_CHECKING:
+    from ._config import ModelConfig
+    from ._spacrd import SpaCRD
 
 #: Spots per compact neighbourhood group when ``batching="local"``.
 GROUP_SIZE = 16
@@ -179,23 +186,23 @@ def infer(
     neighbors: torch.Tensor,
     *,
     batch_size: int,
-    output: str,
     device: str,
     amp: bool = False,
-) -> np.ndarray:
-    """Eval-mode pass over all spots: cancer probability (``output="proba"``) or ``h*`` (``"embedding"``).
+) -> tuple[np.ndarray, np.ndarray]:
+    """One eval-mode pass over all spots: ``(proba, embedding)``, the cancer probability ``(n,)`` and ``h*``
+    ``(n, d)``, both float32.
 
     Every row is encoded once; the neighbourhood sequences are gathered from those embeddings. The VAE
     uses ``z = μ`` and the discriminator reads ``[μ, log σ²]``: no label is involved.
     """
     net.eval()
     n = neighbors.shape[0]
+    probas, embeddings = [], []
     with autocast(device, amp):
         tokens = [
             torch.cat([enc(x[i : i + batch_size]).float() for i in range(0, n, batch_size)])
             for enc, x in zip(net.encoders(), feats, strict=True)
         ]
-        out = []
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=device)
             tok = torch.cat([idx[:, None], neighbors[idx]], dim=1)
@@ -203,9 +210,164 @@ def infer(
             tok = torch.where(mask, idx[:, None], tok)
             streams = [z[tok].masked_fill(mask.unsqueeze(-1), 0.0) for z in tokens]
             h = net.fusion(streams, mask).float()
-            if output == "embedding":
-                out.append(h)
+            embeddings.append(h)
+            probas.append(torch.sigmoid(net.head(h)[0].float()))
+
+    def _np(parts: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
+
+    return _np(probas), _np(embeddings)
+
+
+# ---------------------------------------------------------------------- fitting a SpaCRD (state + bookkeeping)
+def build_net(cfg: ModelConfig, seed: int) -> SpaCRDNet:
+    """A freshly initialised network (on the CPU) for configuration ``cfg``, weights drawn from ``seed``."""
+    with seeded(seed, "cpu"):
+        return SpaCRDNet(
+            len(cfg.genes) if cfg.mode != "image" else None,
+            cfg.n_image_features if cfg.mode in ("both", "image") else None,
+            hidden_dims=cfg.hidden_dims,
+            dropout=cfg.dropout,
+            n_heads=cfg.n_heads,
+            latent_dim=cfg.latent_dim,
+            use_cross_attention=cfg.use_cross_attention,
+            use_vae=cfg.use_vae,
+            n_pcs=cfg.n_pcs,
+        )
+
+
+def _fit_pca(model: SpaCRD, feats: list[np.ndarray], seed: int) -> None:
+    """Fit the gene encoder's PCA projection (if any) on the gene features of the training spots."""
+    enc = model.net.gene_encoder
+    if enc is None or enc.n_pcs is None:
+        return
+    t0 = time.perf_counter()
+    explained = enc.fit_pca(feats[-1], seed)
+    model.training_params["pca"] = {
+        "n_pcs": enc.n_pcs,
+        "n_spots": int(feats[-1].shape[0]),
+        "variance_explained": round(explained, 4),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    logger.info("SpaCRD: %d gene PCs explain %.1f%% of the variance.", enc.n_pcs, 100 * explained)
+
+
+def run_alignment(
+    model: SpaCRD,
+    feats: list[np.ndarray],
+    nbr: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    dev: str,
+    seed: int,
+    progress_bar: bool,
+    amp: bool,
+) -> None:
+    """Body of :meth:`SpaCRD.fit_alignment` on checked inputs: rebuild from ``seed``, train, record."""
+    if model.mode == "both":
+        views = feats
+    else:
+        means, has = neighbourhood_mean(feats[0], nbr)
+        if has.sum() < 2:
+            raise ValueError("Neighbourhood contrast needs at least 2 spots with neighbours; neighbors is all padding.")
+        views = [feats[0][has], means[has]]
+    model._move(dev)
+    t0 = time.perf_counter()
+    with seeded(seed, dev):
+        model.net = model._build(seed)
+        _fit_pca(model, feats, seed)
+        model.is_fitted = False
+        tensors = [torch.from_numpy(v).to(dev) for v in views]
+        hist = train_alignment(
+            model.net,
+            tensors,
+            epochs=int(epochs),
+            batch_size=int(min(batch_size, tensors[0].shape[0])),
+            lr=float(lr),
+            temperature=model._cfg.temperature,
+            alpha=model._cfg.alpha,
+            rng=np.random.default_rng(seed),
+            device=dev,
+            progress_bar=progress_bar,
+            amp=amp,
+        )
+    elapsed = time.perf_counter() - t0
+    model.history.setdefault("align", []).extend(hist)
+    model.alignment = "image-gene InfoNCE" if model.mode == "both" else "neighbourhood InfoNCE"
+    model.is_aligned = True
+    model.training_params["alignment"] = {
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "seed": int(seed),
+        "device": dev,
+        "n_spots": int(views[0].shape[0]),
+        "seconds": round(elapsed, 2),
+    }
+    logger.info("SpaCRD alignment: %d epochs in %.1f s (final loss %.4f).", epochs, elapsed, hist[-1])
+
+
+def run_fusion(
+    model: SpaCRD,
+    feats: list[np.ndarray],
+    nbr: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    fused_epochs: int,
+    batch_size: int,
+    lr: float,
+    dev: str,
+    seed: int,
+    progress_bar: bool,
+    batching: str,
+    amp: bool,
+) -> None:
+    """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue), train, record."""
+    model._move(dev)
+    t0 = time.perf_counter()
+    with seeded(seed, dev):
+        if not model.is_fitted:
+            fresh = model._build(seed)
+            if model.is_aligned:
+                for name in ("fusion", "vae", "discriminator"):
+                    setattr(model.net, name, getattr(fresh, name))
             else:
-                logit = net.head(h)[0]
-                out.append(torch.sigmoid(logit.float()))
-    return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
+                model.net = fresh
+                _fit_pca(model, feats, seed)
+        hist = train_fusion(
+            model.net,
+            [torch.from_numpy(f).to(dev) for f in feats],
+            torch.from_numpy(nbr).to(dev),
+            nbr,
+            torch.from_numpy(labels).to(dev),
+            epochs=int(epochs),
+            fused_epochs=int(fused_epochs),
+            batch_size=int(min(batch_size, len(labels))),
+            lr=float(lr),
+            beta=model._cfg.beta,
+            gamma=model._cfg.gamma,
+            rng=np.random.default_rng(seed),
+            device=dev,
+            progress_bar=progress_bar,
+            batching=batching,
+            amp=amp,
+        )
+    elapsed = time.perf_counter() - t0
+    for k, v in hist.items():
+        model.history.setdefault(k, []).extend(v)
+    model.is_fitted = True
+    model.training_params["fusion"] = {
+        "epochs": int(epochs),
+        "fused_epochs": int(fused_epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "seed": int(seed),
+        "device": dev,
+        "batching": batching,
+        "n_spots": int(len(labels)),
+        "n_cancer": int(labels.sum()),
+        "seconds": round(elapsed, 2),
+        "aligned": model.is_aligned,
+    }
+    logger.info("SpaCRD fusion: %d epochs in %.1f s.", epochs, elapsed)

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from spatialdata import SpatialData
 
-from .._constants import PATHOLOGY_KEY, SCORE_KEY, TABLE_KEY
+from .._constants import PATHOLOGY_KEY, TABLE_KEY, Key
 from .._logging import logger
 from .._utils import _get_table
 
@@ -39,7 +39,7 @@ def _finish(ax: Axes, show: bool | None, save: str | Path | None) -> Axes | None
 def score_distribution(
     data: AnnData | SpatialData,
     *,
-    score_key: str = f"{SCORE_KEY}_score",
+    score_key: str = Key.score(),
     groupby: str | None = PATHOLOGY_KEY,
     kind: Literal["violin", "hist"] = "violin",
     threshold: float | None = None,
@@ -103,7 +103,7 @@ def score_distribution(
     if unknown:
         raise ValueError(f"order names categories not in adata.obs[{groupby!r}]: {sorted(unknown)}.")
     if threshold is None:
-        prefix = score_key[: -len("_score")] if score_key.endswith("_score") else score_key
+        prefix = Key.prefix(score_key) or score_key
         stored = adata.uns.get(prefix, {}).get("threshold") if isinstance(adata.uns.get(prefix), dict) else None
         if isinstance(stored, dict):
             threshold = float(np.mean(list(stored.values())))

@@ -2,7 +2,8 @@
 
 from ._evaluate import evaluate
 from ._extract import extract_uni
+from ._inputs import FeatureSpec
 from ._score import cancer_score
 from ._train import align, fit_vrbca
 
-__all__ = ["align", "cancer_score", "evaluate", "extract_uni", "fit_vrbca"]
+__all__ = ["FeatureSpec", "align", "cancer_score", "evaluate", "extract_uni", "fit_vrbca"]

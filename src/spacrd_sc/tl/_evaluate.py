@@ -8,7 +8,7 @@ from spatialdata import SpatialData
 
 from .._constants import LABEL_KEY, PATHOLOGY_KEY, TABLE_KEY
 from .._utils import _get_table
-from ._prep import binary_labels
+from ._inputs import binary_labels
 
 
 def evaluate(

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
 from spatialdata import SpatialData
 
-from .._constants import SCORE_KEY, TABLE_KEY
+from .._constants import SCORE_KEY, TABLE_KEY, Key
+from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
 from ..model._io import package_version
-from . import _prep
+from ._inputs import FeatureSpec, check_var_names, model_arrays
 from ._threshold import gmm_threshold
-from ._train import model_inputs
 
 
+@inject_docs
 def cancer_score(
     data: AnnData | SpatialData,
     model: SpaCRD,
@@ -48,7 +50,8 @@ def cancer_score(
     model
         A trained :class:`~spacrd_sc.SpaCRD` (:func:`fit_vrbca` or :meth:`~spacrd_sc.SpaCRD.load`).
     key_added
-        Prefix of the keys written.
+        Name the written keys derive from (:class:`spacrd_sc._constants.Key`): ``obs[f"{key_added}_score"]``,
+        ``obs[f"{key_added}_cancer"]``, ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
     threshold
         ``"gmm"``: fit a 2-component Gaussian mixture to each section's scores and cut where the weighted
         components cross. A float: a fixed threshold on the score.
@@ -65,10 +68,8 @@ def cancer_score(
         Inference batch size and device (default: the model's device).
     seed
         Random seed of the GMM fit.
-    copy
-        Work on a copy of the table and return it.
-    table_key
-        Table to use when ``data`` is a SpatialData.
+    {copy}
+    {table_key}
 
     Returns
     -------
@@ -89,39 +90,79 @@ def cancer_score(
         raise ValueError("The table has no spots.")
     if not model.is_fitted:
         raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
-    if not (threshold == "gmm" or isinstance(threshold, int | float)):
-        raise ValueError(f"threshold must be 'gmm' or a number, got {threshold!r}.")
-    pre = model.preprocessing
+    _check_threshold(threshold)
+    check_var_names(adata)
     overlap = int(adata.var_names.isin(model.genes).sum())
     frac = overlap / len(model.genes)
     if frac < min_gene_overlap:
         raise ValueError(
             f"Only {overlap} of the model's {len(model.genes)} genes ({frac:.0%}) are in this section "
             f"(min_gene_overlap={min_gene_overlap:.0%}); check the gene naming (symbols vs Ensembl ids) "
-            f"and the species. Model genes start with {model.genes[:5]}."
+            f"and the species, or train on this section's genes (`align(..., target_genes=target.var_names)`, "
+            f"`sc_crd.datasets.her2st_model(genes=...)`). Model genes start with {model.genes[:5]}."
         )
-    if library_key is None and pre.get("library_key") in adata.obs:
-        library_key = pre["library_key"]
+    spec = FeatureSpec.of(model)
+    if library_key is None and spec.library_key in adata.obs:
+        library_key = spec.library_key
         logger.info("Scaling and thresholding per %r (the model's library key).", library_key)
-    neighbors_key = pre["neighbors_key"] if neighbors_key is None else neighbors_key
-    layer = pre["layer"] if layer is None else layer
+    spec = dataclasses.replace(spec, library_key=library_key).replace(neighbors_key=neighbors_key, layer=layer)
     if copy:
         adata = adata.copy()
-    x_gene, x_image, nbrs, n_missing = model_inputs(
-        adata, model, library_key=library_key, neighbors_key=neighbors_key, layer=layer
-    )
-    if n_missing:
+    arrays = model_arrays(adata, spec)
+    if arrays.n_missing:
         logger.warning(
             "%d of the model's %d genes are absent from this section; they were set to zero.",
-            n_missing,
+            arrays.n_missing,
             len(model.genes),
         )
-    scores = model.predict_proba(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
-    emb = model.embed(x_gene, x_image, nbrs, batch_size=batch_size, device=device).astype(np.float32)
-
-    sections = _prep._sections(adata, library_key)
+    pred = model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, batch_size=batch_size, device=device)
+    scores = pred.proba.astype(np.float32)
+    sections = arrays.sections
     names = adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
-    calls = np.zeros(adata.n_obs, dtype=bool)
+    calls, thresholds, gmms = _call_cancer(scores, sections, names, threshold, seed=seed)
+
+    score_col, call_col, emb_key = Key.score(key_added), Key.call(key_added), Key.embedding(key_added)
+    for where, key in (("obs", score_col), ("obs", call_col), ("obsm", emb_key), ("uns", key_added)):
+        _warn_overwrite(adata, where, key)
+    adata.obs[score_col] = scores
+    adata.obs[call_col] = calls
+    adata.obsm[emb_key] = pred.embedding.astype(np.float32)
+    uns: dict[str, Any] = {
+        "params": {
+            "threshold": threshold if threshold == "gmm" else float(threshold),
+            "library_key": library_key,
+            "neighbors_key": spec.neighbors_key,
+            "layer": spec.layer,
+            "scaling": spec.scaling,
+            "image_key": spec.image_key,
+            "image_less": bool(model.image_less),
+            "mode": model.mode_description,
+            "n_model_genes": len(model.genes),
+            "n_genes_absent": arrays.n_missing,
+            "spacrd_sc_version": package_version(),
+        },
+        "threshold": thresholds["all"] if library_key is None else thresholds,
+    }
+    if gmms:
+        uns["gmm"] = gmms["all"] if library_key is None else gmms
+    # anndata cannot write None into uns
+    uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
+    adata.uns[key_added] = uns
+    return adata if copy else None
+
+
+# ---------------------------------------------------------------------- threshold rules (one place)
+def _check_threshold(threshold: Any) -> None:
+    """Reject an unknown threshold rule before any work starts."""
+    if not (threshold == "gmm" or isinstance(threshold, int | float)):
+        raise ValueError(f"threshold must be 'gmm' or a number, got {threshold!r}.")
+
+
+def _call_cancer(
+    scores: np.ndarray, sections: np.ndarray, names: np.ndarray, threshold: Any, *, seed: int
+) -> tuple[np.ndarray, dict[str, float], dict[str, Any]]:
+    """Boolean calls, the threshold of each section (by name) and the fitted GMMs (``"gmm"`` rule only)."""
+    calls = np.zeros(scores.shape[0], dtype=bool)
     thresholds: dict[str, float] = {}
     gmms: dict[str, Any] = {}
     for s in np.unique(sections):
@@ -134,32 +175,4 @@ def cancer_score(
             t = float(threshold)
         thresholds[name] = t
         calls[m] = scores[m] >= t
-
-    score_col, call_col, emb_key = f"{key_added}_score", f"{key_added}_cancer", f"X_{key_added}"
-    for where, key in (("obs", score_col), ("obs", call_col), ("obsm", emb_key), ("uns", key_added)):
-        _warn_overwrite(adata, where, key)
-    adata.obs[score_col] = scores
-    adata.obs[call_col] = calls
-    adata.obsm[emb_key] = emb
-    uns: dict[str, Any] = {
-        "params": {
-            "threshold": threshold if threshold == "gmm" else float(threshold),
-            "library_key": library_key,
-            "neighbors_key": neighbors_key,
-            "layer": layer,
-            "scaling": pre["scaling"],
-            "image_key": pre["image_key"],
-            "image_less": bool(model.image_less),
-            "mode": model.mode_description,
-            "n_model_genes": len(model.genes),
-            "n_genes_absent": n_missing,
-            "spacrd_sc_version": package_version(),
-        },
-        "threshold": thresholds["all"] if library_key is None else thresholds,
-    }
-    if gmms:
-        uns["gmm"] = gmms["all"] if library_key is None else gmms
-    # anndata cannot write None into uns
-    uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
-    adata.uns[key_added] = uns
-    return adata if copy else None
+    return calls, thresholds, gmms

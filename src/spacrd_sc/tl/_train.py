@@ -6,52 +6,20 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from spatialdata import SpatialData
 
-from .._constants import IMAGE_FEATURES_KEY, LABEL_KEY, LIBRARY_KEY, SPATIAL_KEY, TABLE_KEY
+from .._constants import IMAGE_FEATURES_KEY, LABEL_KEY, LIBRARY_KEY, SCORE_KEY, SPATIAL_KEY, TABLE_KEY, Key
+from .._docs import inject_docs
 from .._logging import logger
+from .._settings import settings
 from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
-from . import _prep
+from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes
 
 
-def model_inputs(
-    adata: AnnData,
-    model: SpaCRD,
-    *,
-    library_key: str | None,
-    neighbors_key: str,
-    layer: str | None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
-    """Arrays for ``model`` from ``adata``: genes, image features (or None), neighbour index, #absent genes.
-
-    ``layer`` names where this table keeps raw counts (``None``: ``X``).
-
-    All checks run here, before any training or scoring starts.
-    """
-    pre = model.preprocessing
-    sections = _prep._sections(adata, library_key)
-    nbrs = _prep.neighbor_index(adata, neighbors_key, model.config["n_neighbors"], sections)
-    x_image = None
-    if not model.image_less:
-        x_image = _prep.image_matrix(adata, pre["image_key"], sections=sections, scaling=pre["scaling"])
-        if x_image.shape[1] != model.n_image_features:
-            raise ValueError(
-                f"adata.obsm[{pre['image_key']!r}] has {x_image.shape[1]} features but the model was trained on "
-                f"{model.n_image_features}: extract them with the same backbone."
-            )
-    x_gene, n_missing = _prep.gene_matrix(
-        adata,
-        model.genes,
-        layer=layer,
-        sections=sections,
-        scaling=pre["scaling"],
-        target_sum=pre["target_sum"],
-    )
-    return x_gene, x_image, nbrs, n_missing
-
-
+@inject_docs
 def align(
     data: AnnData | SpatialData,
     *,
@@ -73,7 +41,7 @@ def align(
     lr: float | None = None,
     device: str = "auto",
     seed: int = 0,
-    progress_bar: bool = True,
+    progress_bar: bool | None = None,
     table_key: str = TABLE_KEY,
 ) -> SpaCRD:
     """Stage 1 of SpaCRD: choose the gene set and align image and expression encoders contrastively.
@@ -89,15 +57,18 @@ def align(
     library_key
         ``obs`` column naming each spot's section: scaling is done per section. ``None`` for one section.
     neighbors_key
-        Prefix of the squidpy graph ``obsp[f"{neighbors_key}_connectivities"]``.
+        Prefix of the squidpy graph ``obsp["<neighbors_key>_connectivities"]``.
     layer
         Layer with raw counts; ``None`` uses ``X``.
     n_top_genes
         Number of highly variable genes (batch-aware over sections) kept for the model.
     genes
-        Use exactly these genes instead of choosing them.
+        Use exactly these genes instead of choosing them (all must be in ``var_names``, no duplicates).
     target_genes
-        Genes of the sections to be scored later; the choice is restricted to genes they share.
+        Genes of the sections to be scored later (e.g. a Xenium panel, ``target.var_names``): the choice is
+        restricted to the genes the sources share with them, so sources and target use the same gene set.
+        Target genes absent from the sources are left out (their number is logged); duplicates are ignored;
+        names are matched exactly (an error points out a letter-case mismatch).
     scaling
         Per-section scaling of every feature on the section's own values: ``"standard"`` (z-score),
         ``"minmax"`` (to [0, 1], as the reference code) or ``"none"``.
@@ -110,14 +81,10 @@ def align(
         components (computed on these spots, stored in the model; the default).
     epochs, batch_size, lr
         Stage-1 schedule; ``None`` keeps the model's defaults.
-    device
-        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-    seed
-        Random seed: the same seed on the same device gives the same model.
-    progress_bar
-        Show a progress bar over epochs.
-    table_key
-        Table to use when ``data`` is a SpatialData.
+    {device}
+    {seed}
+    {progress_bar}
+    {table_key}
 
     Returns
     -------
@@ -127,7 +94,6 @@ def align(
     adata = _get_table(data, table_key)
     if adata.n_obs == 0:
         raise ValueError("The table has no spots.")
-    sections = _prep._sections(adata, library_key)
     if image_key is not None and image_key not in adata.obsm:
         logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
         image_key = None
@@ -136,27 +102,19 @@ def align(
     if modality == "expression":
         image_key = None
     n_image_features = None
-    if image_key is not None:  # checked (and scaled) in model_inputs below, before any training
+    if image_key is not None:  # checked (and scaled) in model_arrays below, before any training
         n_image_features = int(np.asarray(adata.obsm[image_key]).reshape(adata.n_obs, -1).shape[1])
-    if genes is None:
-        genes = _prep.select_genes(
-            adata, layer=layer, library_key=library_key, n_top_genes=n_top_genes, restrict_to=target_genes
-        )
-    else:
-        genes = list(genes)
-        missing = [g for g in genes if g not in adata.var_names]
-        if missing:
-            raise ValueError(f"{len(missing)} of the given genes are not in adata.var_names, e.g. {missing[:5]}.")
-    preprocessing = {
-        "layer": layer,
-        "target_sum": 1e4,
-        "log1p": True,
-        "scaling": scaling,
-        "image_key": image_key,
-        "library_key": library_key,
-        "neighbors_key": neighbors_key,
-    }
-    kwargs = dict(model_kwargs or {})
+    genes = _choose_genes(adata, genes, target_genes, layer=layer, library_key=library_key, n_top_genes=n_top_genes)
+    spec = FeatureSpec(
+        genes=tuple(genes),
+        n_neighbors=int((model_kwargs or {}).get("n_neighbors", 6)),
+        n_image_features=n_image_features,
+        image_key=image_key,
+        layer=layer,
+        scaling=scaling,
+        library_key=library_key,
+        neighbors_key=neighbors_key,
+    )
     model = SpaCRD(
         genes,
         n_image_features,
@@ -164,31 +122,30 @@ def align(
         use_cross_attention=use_cross_attention,
         use_vae=use_vae,
         modality=modality,
-        preprocessing=preprocessing,
-        **kwargs,
+        preprocessing=spec.preprocessing(),
+        **dict(model_kwargs or {}),
     )
-    x_gene, x_image_m, nbrs, _ = model_inputs(
-        adata, model, library_key=library_key, neighbors_key=neighbors_key, layer=layer
-    )
+    arrays = model_arrays(adata, spec)
     logger.info(
         "Stage 1 on %d spots, %d sections, %d genes, %s.",
         adata.n_obs,
-        len(np.unique(sections)),
+        len(np.unique(arrays.sections)),
         len(genes),
         "image-less" if model.image_less else f"{model.n_image_features} image features",
     )
     model.fit_alignment(
-        x_gene,
-        x_image_m,
-        nbrs,
+        arrays.x_gene,
+        arrays.x_image,
+        arrays.neighbors,
         **_schedule(epochs, batch_size, lr),
         device=device,
         seed=seed,
-        progress_bar=progress_bar,
+        progress_bar=settings.progress_bar if progress_bar is None else progress_bar,
     )
     return model
 
 
+@inject_docs
 def fit_vrbca(
     data: AnnData | SpatialData,
     model: SpaCRD,
@@ -202,8 +159,8 @@ def fit_vrbca(
     lr: float | None = None,
     device: str = "auto",
     seed: int = 0,
-    progress_bar: bool = True,
-    key_added: str = "X_spacrd",
+    progress_bar: bool | None = None,
+    key_added: str = SCORE_KEY,
     table_key: str = TABLE_KEY,
 ) -> SpaCRD:
     """Stages 2 and 3 of SpaCRD: VRBCA fusion over spot neighbourhoods and the cancer discriminator.
@@ -221,39 +178,78 @@ def fit_vrbca(
     epochs, fused_epochs, batch_size, lr
         Schedule: the first ``fused_epochs`` optimise the fusion loss only, the rest the classification loss.
         ``None`` keeps the model's defaults.
-    device, seed, progress_bar
-        As in :func:`align`.
+    {device}
+    {seed}
+    {progress_bar}
     key_added
-        ``obsm`` key for the fused spot embedding.
-    table_key
-        Table to use when ``data`` is a SpatialData.
+        Name the written keys derive from (as in :func:`cancer_score`): the embedding goes to
+        ``obsm[f"X_{key_added}"]``.
+    {table_key}
 
     Returns
     -------
     The trained model (``model.is_fitted``); per-epoch losses in ``model.history``. Writes to the table:
 
-    ``obsm[key_added]``
-        float32 (n_spots, 512): fused embedding h* of every source spot.
+    ``obsm[f"X_{key_added}"]``
+        float32 (n_spots, 512): fused embedding h* of every source spot (``X_spacrd`` by default).
     """
     adata = _get_table(data, table_key)
-    pre = model.preprocessing
-    neighbors_key = pre["neighbors_key"] if neighbors_key is None else neighbors_key
-    library_key = pre["library_key"] if library_key is None else library_key
-    y = _prep.binary_labels(adata, label_key)
-    x_gene, x_image, nbrs, n_missing = model_inputs(
-        adata, model, library_key=library_key, neighbors_key=neighbors_key, layer=pre["layer"]
-    )
-    if n_missing:
+    spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
+    y = binary_labels(adata, label_key)
+    arrays = model_arrays(adata, spec)
+    if arrays.n_missing:
         raise ValueError(
-            f"{n_missing} model genes are absent from the training data; train on the data given to align."
+            f"{arrays.n_missing} model genes are absent from the training data; train on the data given to align."
         )
     sched = _schedule(epochs, batch_size, lr)
     if fused_epochs is not None:
         sched["fused_epochs"] = fused_epochs
-    model.fit_fusion(x_gene, x_image, nbrs, y, **sched, device=device, seed=seed, progress_bar=progress_bar)
-    _warn_overwrite(adata, "obsm", key_added)
-    adata.obsm[key_added] = model.embed(x_gene, x_image, nbrs).astype(np.float32)
+    progress_bar = settings.progress_bar if progress_bar is None else progress_bar
+    x = (arrays.x_gene, arrays.x_image, arrays.neighbors)
+    model.fit_fusion(*x, y, **sched, device=device, seed=seed, progress_bar=progress_bar)
+    emb_key = Key.embedding(key_added)
+    _warn_overwrite(adata, "obsm", emb_key)
+    adata.obsm[emb_key] = model.predict(*x).embedding
     return model
+
+
+def _choose_genes(
+    adata: AnnData,
+    genes: Sequence[str] | None,
+    target_genes: Sequence[str] | None,
+    *,
+    layer: str | None,
+    library_key: str | None,
+    n_top_genes: int,
+) -> list[str]:
+    """The model's gene list: ``genes`` as given (checked), else HVGs among the genes shared with the target."""
+    if genes is not None:
+        genes = check_gene_list(genes, adata.var_names, "genes", "the source adata.var_names")
+        if target_genes is not None:
+            absent = sorted(set(genes) - set(map(str, target_genes)))
+            if absent:
+                raise ValueError(f"{len(absent)} of the given genes are not in target_genes, e.g. {absent[:5]}.")
+        return genes
+    if target_genes is not None:
+        if isinstance(target_genes, str):
+            raise TypeError("target_genes must be a sequence of gene names, not a single string.")
+        target = pd.Index(pd.unique(pd.Index(target_genes).astype(str)))
+        shared = adata.var_names.intersection(target)
+        if shared.empty:
+            upper = adata.var_names.str.upper().intersection(target.str.upper())
+            hint = f"; {len(upper)} match up to letter case: check the naming" if len(upper) else ""
+            raise ValueError(
+                f"None of the {len(target)} target_genes is in the source adata.var_names (sources start with "
+                f"{list(adata.var_names[:3])}, target with {list(target[:3])}){hint}."
+            )
+        logger.info(
+            "%d of the %d target genes are in the sources (%d absent from them).",
+            len(shared),
+            len(target),
+            len(target) - len(shared),
+        )
+        target_genes = list(shared)
+    return select_genes(adata, layer=layer, library_key=library_key, n_top_genes=n_top_genes, restrict_to=target_genes)
 
 
 def _schedule(epochs: int | None, batch_size: int, lr: float | None) -> dict[str, Any]:

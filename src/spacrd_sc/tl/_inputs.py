@@ -1,19 +1,27 @@
-"""AnnData → arrays: gene selection, normalisation, per-section scaling and neighbour tokens.
+"""The tl↔model feature contract (:class:`FeatureSpec`) and AnnData → arrays.
 
-Everything the model sees passes through here, so sources (at training) and targets (at scoring)
-are prepared by the same code. Nothing here looks at labels.
+Everything the model sees passes through here (gene selection, normalisation, per-section scaling, image
+features, neighbour tokens), so sources (at training) and targets (at scoring) are prepared by the same
+code from the same :class:`FeatureSpec`. Nothing here looks at labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._constants import IMAGE_FEATURES_KEY, LIBRARY_KEY, SPATIAL_KEY
 from .._logging import logger
+
+if TYPE_CHECKING:
+    from ..model import SpaCRD
 
 SCALINGS = ("standard", "minmax", "none")
 
@@ -54,8 +62,8 @@ def _log_normalize(X: sparse.csr_matrix, target_sum: float = 1e4) -> sparse.csr_
     return Y
 
 
-def _sections(adata: AnnData, library_key: str | None) -> np.ndarray:
-    """Section label per spot; one section when ``library_key`` is None."""
+def section_codes(adata: AnnData, library_key: str | None) -> np.ndarray:
+    """Integer section code per spot (sorted section names); all 0 when ``library_key`` is None."""
     if library_key is None:
         return np.zeros(adata.n_obs, dtype=np.int64)
     if library_key not in adata.obs:
@@ -106,8 +114,9 @@ def select_genes(
     """
     import scanpy as sc
 
+    check_var_names(adata)
     X = _log_normalize(_raw_counts(adata, layer))
-    sections = _sections(adata, library_key)
+    sections = section_codes(adata, library_key)
     eligible = np.ones(adata.n_vars, dtype=bool)
     for s in np.unique(sections):
         eligible &= np.asarray((X[sections == s] > 0).sum(axis=0)).ravel() > 0
@@ -148,6 +157,7 @@ def gene_matrix(
 
     Returns the matrix and the number of model genes absent from ``adata``.
     """
+    check_var_names(adata)
     X = _log_normalize(_raw_counts(adata, layer), target_sum)
     pos = adata.var_names.get_indexer(pd.Index(genes))
     present = pos >= 0
@@ -197,28 +207,32 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
     if ckey not in adata.obsp:
         raise KeyError(
             f"adata.obsp[{ckey!r}] is missing: build the spatial graph first with "
-            "`squidpy.gr.spatial_neighbors(adata, library_key='section', n_neighs=6, coord_type='generic')` "
+            "`squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=6)` "
             "(or pass `neighbors_key=`)."
         )
     C = sparse.csr_matrix(adata.obsp[ckey])
-    D = sparse.csr_matrix(adata.obsp[dkey]) if dkey in adata.obsp else None
+    if C.shape != (adata.n_obs, adata.n_obs):
+        raise ValueError(f"adata.obsp[{ckey!r}] has shape {C.shape}, expected ({adata.n_obs}, {adata.n_obs}).")
+    rows = np.repeat(np.arange(adata.n_obs), np.diff(C.indptr))
+    cols = C.indices.astype(np.int64)
+    keep = cols != rows
+    rows, cols = rows[keep], cols[keep]
+    if dkey in adata.obsp:  # nearest first; ties (and missing distances, read as 0) keep the graph's order
+        d = np.asarray(sparse.csr_matrix(adata.obsp[dkey])[rows, cols]).ravel()
+        order = np.lexsort((d, rows))
+        rows, cols = rows[order], cols[order]
+    same = sections[cols] == sections[rows]
+    crossing = int((~same).sum())
+    rows, cols = rows[same], cols[same]
+    counts = np.bincount(rows, minlength=adata.n_obs)
+    rank = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    first = rank < k
     out = np.full((adata.n_obs, k), -1, dtype=np.int64)
-    crossing = 0
-    for i in range(adata.n_obs):
-        cols = C.indices[C.indptr[i] : C.indptr[i + 1]]
-        cols = cols[cols != i]
-        if cols.size == 0:
-            continue
-        if D is not None:
-            d = np.asarray(D[i, cols].todense()).ravel()
-            cols = cols[np.argsort(d, kind="stable")]
-        crossing += int((sections[cols] != sections[i]).sum())
-        cols = cols[sections[cols] == sections[i]][:k]
-        out[i, : cols.size] = cols
+    out[rows[first], rank[first]] = cols[first]
     if crossing:
         logger.warning(
             "The spatial graph links %d spot pairs across sections; those links were ignored. "
-            "Build it with `library_key=` in squidpy.gr.spatial_neighbors.",
+            "Build it per section: `squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=6)`.",
             crossing,
         )
     return out
@@ -240,3 +254,161 @@ def binary_labels(adata: AnnData, label_key: str) -> np.ndarray:
             f"adata.obs[{label_key!r}] holds a single class ({bool(y[0])}); training needs cancer and non-cancer spots."
         )
     return y
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How a model's inputs are made from a table: the one contract between :mod:`spacrd_sc.tl` and a model.
+
+    Built by :func:`~spacrd_sc.tl.align`, stored in the model (``model.preprocessing`` holds
+    :meth:`preprocessing`, the gene list and ``n_neighbors`` live in ``model.config``) and read back with
+    :meth:`of` at :func:`~spacrd_sc.tl.fit_vrbca` and :func:`~spacrd_sc.tl.cancer_score`.
+
+    Attributes
+    ----------
+    genes
+        Model genes, in the model's column order.
+    n_neighbors
+        Spatial neighbours per spot (columns of the neighbour index).
+    n_image_features
+        Size of the image features, ``None`` for a model that reads no image.
+    image_key
+        ``obsm`` key of the image features (``None`` without image).
+    layer
+        Layer with raw counts (``None``: ``X``).
+    target_sum
+        Counts per spot after ``normalize_total``, before ``log1p``.
+    scaling
+        Per-section feature scaling: ``"standard"``, ``"minmax"`` or ``"none"``.
+    library_key
+        ``obs`` column of sections (scaling per section), ``None`` for one section.
+    neighbors_key
+        Prefix of the squidpy graph in ``obsp``.
+    """
+
+    genes: tuple[str, ...]
+    n_neighbors: int = 6
+    n_image_features: int | None = None
+    image_key: str | None = None
+    layer: str | None = None
+    target_sum: float = 1e4
+    scaling: str = "standard"
+    library_key: str | None = LIBRARY_KEY
+    neighbors_key: str = SPATIAL_KEY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "genes", tuple(str(g) for g in self.genes))
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"Unknown scaling {self.scaling!r}; choose one of {SCALINGS}.")
+        if (self.n_image_features is None) != (self.image_key is None):
+            raise ValueError("image_key and n_image_features must both be set (image model) or both be None.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field."""
+        return {**dataclasses.asdict(self), "genes": list(self.genes)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict` (unknown entries are an error)."""
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"Unknown FeatureSpec entries {unknown}.")
+        return cls(**d)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The record stored as ``model.preprocessing`` (saved-model format 1: the same keys as always)."""
+        return {
+            "layer": self.layer,
+            "target_sum": self.target_sum,
+            "log1p": True,
+            "scaling": self.scaling,
+            "image_key": self.image_key,
+            "library_key": self.library_key,
+            "neighbors_key": self.neighbors_key,
+        }
+
+    @classmethod
+    def of(cls, model: SpaCRD) -> FeatureSpec:
+        """The spec of a model (also one built directly from arrays, whose record is empty: defaults)."""
+        pre = dict(model.preprocessing)
+        if not pre.pop("log1p", True):
+            raise ValueError("The model's preprocessing says log1p=False; spacrd_sc always applies log1p.")
+        image = not model.image_less
+        return cls(
+            genes=tuple(model.genes),
+            n_neighbors=int(model.config["n_neighbors"]),
+            n_image_features=model.n_image_features if image else None,
+            image_key=(pre.get("image_key") or IMAGE_FEATURES_KEY) if image else None,
+            layer=pre.get("layer"),
+            target_sum=float(pre.get("target_sum", 1e4)),
+            scaling=pre.get("scaling", "standard"),
+            library_key=pre.get("library_key", LIBRARY_KEY),
+            neighbors_key=pre.get("neighbors_key", SPATIAL_KEY),
+        )
+
+    def replace(self, **changes: Any) -> FeatureSpec:
+        """A copy with ``changes`` (``None`` values are ignored: keep the model's setting)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class ModelArrays(NamedTuple):
+    """What :func:`model_arrays` returns."""
+
+    x_gene: np.ndarray
+    x_image: np.ndarray | None
+    neighbors: np.ndarray
+    sections: np.ndarray
+    n_missing: int
+
+
+def model_arrays(adata: AnnData, spec: FeatureSpec) -> ModelArrays:
+    """Genes (model order, absent ones zero), image features (or None), neighbour index and section codes.
+
+    All checks run here, before any training or scoring starts.
+    """
+    sections = section_codes(adata, spec.library_key)
+    nbrs = neighbor_index(adata, spec.neighbors_key, spec.n_neighbors, sections)
+    x_image = None
+    if spec.image_key is not None:
+        x_image = image_matrix(adata, spec.image_key, sections=sections, scaling=spec.scaling)
+        if x_image.shape[1] != spec.n_image_features:
+            raise ValueError(
+                f"adata.obsm[{spec.image_key!r}] has {x_image.shape[1]} features but the model was trained on "
+                f"{spec.n_image_features}: extract them with the same backbone."
+            )
+    x_gene, n_missing = gene_matrix(
+        adata, spec.genes, layer=spec.layer, sections=sections, scaling=spec.scaling, target_sum=spec.target_sum
+    )
+    return ModelArrays(x_gene, x_image, nbrs, sections, n_missing)
+
+
+def check_var_names(adata: AnnData, what: str = "adata") -> None:
+    """Raise a clear error when gene names repeat (genes are matched to the model by name)."""
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(
+            f"{what}.var_names has {len(dup)} duplicated gene names (e.g. {list(dup[:5])}); genes are matched "
+            "by name: run `adata.var_names_make_unique()` or sum the duplicates first."
+        )
+
+
+def check_gene_list(genes: Sequence[str], available: pd.Index, what: str, where: str) -> list[str]:
+    """``genes`` as a list of unique names, checked against ``available``; errors name the missing ones and
+    suggest the case-insensitive match when that is the problem.
+    """
+    if isinstance(genes, str):
+        raise TypeError(f"{what} must be a sequence of gene names, not a single string.")
+    genes = [str(g) for g in genes]
+    if not genes:
+        raise ValueError(f"{what} is empty.")
+    index = pd.Index(genes)
+    dup = sorted(set(index[index.duplicated()]))
+    if dup:
+        raise ValueError(f"{what} contains duplicates: {dup[:10]}.")
+    missing = [g for g in genes if g not in available]
+    if missing:
+        upper = {a.upper() for a in available}
+        case = [g for g in missing if g.upper() in upper]
+        hint = f" {len(case)} of them match up to letter case (e.g. {case[:3]}): check the naming." if case else ""
+        raise ValueError(f"{len(missing)} of the {len(genes)} {what} are not in {where}, e.g. {missing[:5]}.{hint}")
+    return genes

@@ -1,0 +1,157 @@
+"""A ready SpaCRD model trained on the 8 labelled her2st sections, cached on disk per gene set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._constants import LABEL_KEY, LIBRARY_KEY
+from .._docs import inject_docs
+from .._logging import logger
+from .._settings import settings
+from ._her2st import LABELLED, her2st
+
+if TYPE_CHECKING:
+    from ..model import SpaCRD
+
+#: Cache layout version: bump when what is trained for the same key changes.
+_CACHE_VERSION = 1
+
+
+def _cache_key(genes: Sequence[str] | None, seed: int, version: str, epochs: int | None) -> str:
+    """Hash of the sorted gene set (``None``: all), seed, package version and schedule override."""
+    payload = {
+        "genes": None if genes is None else sorted(set(genes)),
+        "seed": int(seed),
+        "version": version,
+        "epochs": epochs,
+        "cache": _CACHE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _default_cache_dir() -> Path:
+    import pooch
+
+    return Path(pooch.os_cache("spacrd_sc")) / "her2st_models"
+
+
+def _her2st_sources(path: str | Path | None) -> Any:
+    """The 8 labelled her2st sections concatenated (``obs["section"]``), with a squidpy graph per section."""
+    import anndata as ad
+    import squidpy as sq
+
+    tables = {}
+    for name in LABELLED:
+        t = her2st(name, path=path).tables["table"]
+        tables[name] = ad.AnnData(
+            t.X, obs=t.obs[[LABEL_KEY]].copy(), var=t.var[[]].copy(), obsm={"spatial": t.obsm["spatial"]}
+        )
+    sources = ad.concat(tables, label=LIBRARY_KEY, join="inner", index_unique="-")
+    sq.gr.spatial_neighbors_knn(sources, library_key=LIBRARY_KEY, n_neighs=6)
+    return sources
+
+
+@inject_docs
+def her2st_model(
+    genes: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    path: str | Path | None = None,
+    epochs: int | None = None,
+    device: str = "auto",
+    progress_bar: bool | None = None,
+) -> SpaCRD:
+    """A SpaCRD model trained on the 8 labelled her2st sections, restricted to ``genes``; cached on disk.
+
+    The first call per gene set trains (minutes on a laptop CPU); later calls load the saved model.
+
+    **Model card.**
+
+    * *Data*: her2st (Andersson et al. 2021), the 8 pathologist-annotated HER2+ breast cancer sections
+      A1, B1, C1, D1, E1, F1, G2, H1 (8 patients, legacy ST, 100 µm spots; 3481 spots), labels
+      cancer = invasive cancer + cancer in situ. Read with :func:`spacrd_sc.datasets.her2st`.
+    * *Inputs*: image-less (expression + spatial neighbourhood), raw counts → normalize_total(1e4) + log1p,
+      per-section z-scaling, 6 spatial neighbours (squidpy graph). Genes: the highly variable genes
+      (up to 3000, batch-aware) among those expressed in every section and in ``genes``.
+    * *Training*: the package defaults of :func:`spacrd_sc.tl.align` and :func:`spacrd_sc.tl.fit_vrbca`
+      (20 alignment epochs, lr 1e-3; 30 fusion epochs, lr 5e-4; 256 gene PCs), seed ``seed``.
+    * *Expected accuracy*: leave-one-section-out on the 8 sections with this configuration (all genes;
+      benchmarks/results/her2st_loo.md): mean ROC-AUC 0.878, average precision 0.897, F1 at the label-free
+      GMM threshold 0.739. A restricted gene set (e.g. a Xenium panel) changes these numbers and is not
+      measured here.
+    * *Limits*: trained on one platform (legacy ST), one tissue (HER2+ breast cancer) and 8 patients.
+      **Cross-platform accuracy (Visium, Visium HD, Xenium targets) is not validated here**; check the scores
+      against annotations of a few of your sections before relying on them.
+
+    Parameters
+    ----------
+    genes
+        Genes of the section(s) to be scored, e.g. ``target.var_names`` of a Xenium panel: the model uses only
+        genes shared with her2st (names matched exactly; genes absent from her2st are left out, duplicates
+        ignored). ``None``: all her2st genes (then the target must hold most of the chosen genes).
+    {seed}
+    cache_dir
+        Folder of cached models (one sub-folder per gene set, seed, package version and ``epochs``).
+        Default: ``pooch.os_cache("spacrd_sc") / "her2st_models"``.
+    path
+        Local her2st folder (or its parent); default ``spacrd_sc.settings.data_dir``, else downloaded.
+    epochs
+        Override both training schedules' epochs (for quick tests only; the model card describes the
+        default ``None``). Part of the cache key.
+    {device}
+    {progress_bar}
+
+    Returns
+    -------
+    A fitted :class:`~spacrd_sc.SpaCRD`; ``model.training_params["her2st_model"]`` records the cache folder,
+    sections, seed and whether it was loaded from the cache.
+    """
+    from .. import tl
+    from ..model import SpaCRD
+    from ..model._io import package_version
+
+    if genes is not None:
+        if isinstance(genes, str):
+            raise TypeError("genes must be a sequence of gene names, not a single string.")
+        genes = [str(g) for g in genes]
+        if not genes:
+            raise ValueError("genes is empty.")
+    if epochs is not None and (int(epochs) != epochs or epochs < 2):
+        raise ValueError(f"epochs must be an integer >= 2 (or None for the defaults), got {epochs!r}.")
+    progress_bar = settings.progress_bar if progress_bar is None else progress_bar
+    root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+    folder = root / _cache_key(genes, seed, package_version(), epochs)
+    if (folder / "config.json").is_file():
+        logger.info("her2st model loaded from the cache %s.", folder)
+        model = SpaCRD.load(folder, device=device)
+        model.training_params.setdefault("her2st_model", {})["from_cache"] = True
+        return model
+
+    sources = _her2st_sources(path)
+    sched: dict[str, Any] = {} if epochs is None else {"epochs": int(epochs)}
+    common = {"device": device, "seed": seed, "progress_bar": progress_bar}
+    logger.info("Training the her2st model on %d spots (cached at %s).", sources.n_obs, folder)
+    model = tl.align(sources, image_key=None, target_genes=genes, **sched, **common)
+    tl.fit_vrbca(sources, model, **sched, **common)
+    model.training_params["her2st_model"] = {
+        "sections": list(LABELLED),
+        "seed": int(seed),
+        "n_genes_requested": None if genes is None else len(genes),
+        "epochs": epochs,
+        "cache_dir": str(folder),
+        "from_cache": False,
+    }
+    # save beside the cache entry, then move it into place: an interrupted save never looks like a cache hit
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    model.save(tmp, overwrite=True)
+    if folder.exists():  # a leftover without config.json
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return model
