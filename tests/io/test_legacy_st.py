@@ -250,7 +250,8 @@ def test_multiscale_write_read_roundtrip(tiny_legacy_st, tmp_path, monkeypatch):
 
     import spatialdata as sd
 
-    from spacrd_sc.pp import _patches, spot_patches
+    from spacrd_sc import _patches
+    from spacrd_sc.pp import spot_patches
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (4200, 180, 3), dtype=np.uint8)

@@ -1,6 +1,6 @@
 """Tests of the 10x readers ``visium``, ``visium_hd``, ``xenium`` (:mod:`spacrd_sc.io`).
 
-The 10x folders are written into tmp dirs by ``_tenx_fixtures`` in the exact formats spatialdata-io 0.7.1
+The 10x folders are written into tmp dirs by ``_helpers.tenx`` in the exact formats spatialdata-io 0.7.1
 reads; the Visium one reuses the real shared section's positions, scale factors and lowres image when
 the shared data folder is present (and a synthetic grid otherwise).
 """
@@ -8,20 +8,17 @@ the shared data folder is present (and a synthetic grid otherwise).
 from __future__ import annotations
 
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import tenx as fx
 from scipy import sparse
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _tenx_fixtures as fx  # noqa: E402
-
-from spacrd_sc.io._common import _global_to_pixel, _image_hw, _image_levels  # noqa: E402
-from spacrd_sc.io._tenx import visium, visium_hd, xenium  # noqa: E402
+from spacrd_sc._images import _global_to_pixel, _image_hw, _image_levels
+from spacrd_sc.io import visium, visium_hd, xenium
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -158,7 +155,7 @@ def test_visium_conventions(vis: fx.VisiumFixture, sd_vis, tmp_path: Path) -> No
     np.testing.assert_array_equal(adata.obs_names.to_numpy(), vis.barcodes)
     np.testing.assert_array_equal(_dense(adata.X), _dense(vis.counts).astype(np.float32))
     # duplicated symbol made unique, ids kept
-    assert "GENE2" in adata.var_names and "GENE2-1" in adata.var_names
+    assert "KRT19" in adata.var_names and "KRT19-1" in adata.var_names
     np.testing.assert_array_equal(adata.var["gene_ids"].to_numpy(), vis.features["id"].to_numpy())
 
     # obsm['spatial'] = (pxl_col, pxl_row) in full-resolution px, the positions written

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spacrd_sc.io._common import _image_model
-from spacrd_sc.pp import _patches, spot_patches
-from spacrd_sc.pp._patches import PAD_VALUE, _PatchReader
+from spacrd_sc import _patches
+from spacrd_sc._images import _image_model
+from spacrd_sc._patches import PAD_VALUE, _PatchReader
+from spacrd_sc.pp import spot_patches
 
 
 def gradient_image(height: int = 120, width: int = 200) -> np.ndarray:
