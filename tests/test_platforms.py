@@ -51,15 +51,22 @@ def her2st_model(her2st_loader):
 
 
 def _points(ax) -> int:
-    return sum(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets"))
+    """Spots drawn on ``ax``: circles of a PatchCollection, or points of a scatter."""
+    return sum(max(len(c.get_paths()), len(c.get_offsets())) for c in ax.collections)
 
 
-def _check_patches(patches: np.ndarray, n: int) -> None:
-    """Patches land on the stained tissue: mostly non-white pixels, coloured like the stain."""
+def _check_patches(patches: np.ndarray, n: int, image_glass: float) -> None:
+    """Patches land on the stained tissue, not on the glass around it.
+
+    Spots at the tissue edge are partly glass (a pseudo-spot with a few bins in a corner), so the check is on
+    the distribution: most patches are mostly tissue, and far less glass is cut than the image holds.
+    """
     assert patches.shape == (n, 32, 32, 3) and patches.dtype == np.uint8
     glass = (patches == BACKGROUND).all(-1).mean(axis=(1, 2))
-    assert glass.max() < 0.5, f"{int((glass >= 0.5).sum())} patches are mostly glass"
-    assert patches.reshape(-1, 3).mean(0)[1] < 200  # the stain's green is ~120 ± 40; glass is 255
+    assert np.median(glass) < 0.1 and (glass < 0.5).mean() > 0.8, np.round(np.quantile(glass, [0.5, 0.8, 1]), 2)
+    assert glass.mean() < image_glass / 2
+    tissue = patches[(patches != BACKGROUND).any(-1)]
+    assert tissue.mean(0)[1] < 170  # the stain's green is 120 ± 40 (glass is 255)
 
 
 def _chain(sdata, model, image_prefix: str) -> None:
@@ -71,11 +78,11 @@ def _chain(sdata, model, image_prefix: str) -> None:
         sq.gr.spatial_neighbors_knn(target, n_neighs=6)
         sc_crd.tl.cancer_score(target, model)
         sq.pl.spatial_scatter(target, color="spacrd_score")
-    _check_patches(patches, target.n_obs)
-    # the check means something: the image read has glass around the tissue
+    # the image read has glass around the tissue (so landing on tissue means something)
     key = target.uns["X_uni"]["params"]["image_key"]
-    level0 = np.asarray(_image_levels(sdata.images[key])[0].data)
-    assert (level0 == BACKGROUND).all(0).mean() > 0.1
+    image_glass = float((np.asarray(_image_levels(sdata.images[key])[0].data) == BACKGROUND).all(0).mean())
+    assert image_glass > 0.1
+    _check_patches(patches, target.n_obs, image_glass)
     assert target.uns["X_uni"]["params"]["image_key"].startswith(image_prefix)
     assert target.obsm["X_uni"].shape == (target.n_obs, 512) and np.isfinite(target.obsm["X_uni"]).all()
     score = target.obs["spacrd_score"].to_numpy()

@@ -65,6 +65,8 @@ def _quiet_reader() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Converting `region_key", category=UserWarning)
         # Visium HD outs never hold the microscope image; the hires image is used instead
         warnings.filterwarnings("ignore", message="No full resolution image found", category=UserWarning)
+        # Visium HD without hires / lowres PNGs: the reader logs that the section is image-less
+        warnings.filterwarnings("ignore", message="No image path found containing the", category=UserWarning)
         # Xenium: the cell table is replaced by the binned table below
         warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
         yield

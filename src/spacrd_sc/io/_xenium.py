@@ -68,7 +68,8 @@ def _find_alignment(path: Path) -> Path:
 def _transcript_counts(file: Path, var_names: pd.Index, min_qv: float) -> tuple[sparse.csr_matrix, np.ndarray, int]:
     """One-hot (transcripts x genes) counts, their ``(x, y)`` in µm, and how many transcripts were dropped.
 
-    Kept: ``qv >= min_qv`` and a ``feature_name`` among ``var_names`` (the gene-expression features).
+    Kept: ``qv >= min_qv`` and a ``feature_name`` among ``var_names`` (the gene-expression features). A symbol
+    listed twice in the panel (``GENE``, ``GENE-1`` after making names unique) counts under its first entry.
     """
     df = pd.read_parquet(file, columns=["feature_name", "x_location", "y_location", "qv"])
     names = df["feature_name"].map(lambda v: v.decode() if isinstance(v, bytes) else str(v))
@@ -206,10 +207,12 @@ def xenium(
     _check_path(
         path / "cell_feature_matrix.h5",
         "Cell count matrix",
-        "spatialdata-io reads the HDF5 matrix (the 'cell_feature_matrix/' MEX folder alone is not enough).",
+        hint="spatialdata-io reads the HDF5 matrix (the 'cell_feature_matrix/' MEX folder alone is not enough).",
     )
     _check_path(path / "cells.parquet", "Cell table")
-    _check_path(path / "cells.zarr.zip", "Cell zarr archive", "spatialdata-io 0.7.1 opens it even for the table only.")
+    _check_path(
+        path / "cells.zarr.zip", "Cell zarr archive", hint="spatialdata-io 0.7.1 opens it even for the table only."
+    )
     if bin_size_um <= 0:
         raise ValueError(f"bin_size_um must be positive; got {bin_size_um}.")
     specs = json.loads(specs_file.read_text())
@@ -227,7 +230,7 @@ def xenium(
     if source not in ("cells", "transcripts"):
         raise ValueError(f"source must be 'cells' or 'transcripts'; got {source!r}.")
     if source == "transcripts":
-        _check_path(path / _TRANSCRIPTS, "Transcripts file", "Needed for source='transcripts'.")
+        _check_path(path / _TRANSCRIPTS, "Transcripts file", hint="Needed for source='transcripts'.")
 
     library_id = _valid_name(library_id) if library_id is not None else _default_library_id(path)
     for key in (

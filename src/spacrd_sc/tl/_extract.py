@@ -146,7 +146,8 @@ def extract_uni(
     context
         Patch side as a multiple of the spot diameter (``1.0``: the spot itself).
     image_key
-        Image element of the SpatialData; default: the one the patch reader picks (the only / H&E image).
+        Image element of the SpatialData; default: the one the reader recorded in
+        ``uns['spatial'][library_id]['metadata']['image_key']`` (the full-resolution H&E), else the only image.
     table_key
         Table of the SpatialData holding the spots.
     key_added
