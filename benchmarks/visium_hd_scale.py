@@ -9,7 +9,7 @@ full-resolution microscope TIFF at 0.5 µm/px) is written with the test suite's 
 - ``patches``: ``sc_crd.pp.spot_patches(sdata, size=224, indices=...)`` for 2 000 spots (pseudo-spots
   repeated when the section has fewer), read lazily from the TIFF when it exceeds the in-memory limit.
 
-A 50 x 50 bin warm-up run comes first and is not reported. Peak memory is the tracemalloc peak of each
+A 100 x 100 bin warm-up run comes first and is not reported. Peak memory is the tracemalloc peak of each
 step (numpy, pandas and Python allocations; allocations made inside compiled libraries that bypass Python's
 allocator hooks, e.g. HDF5 buffers, are not counted) and the process's maximum resident set size at the end.
 
@@ -99,7 +99,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        run(50, Path(tmp))  # warm-up (imports, first-call compilation), not reported
+        run(100, Path(tmp))  # warm-up (imports, first-call compilation), not reported
         for side in args.sides:
             r = run(side, Path(tmp))
             rows.append(r)

@@ -31,6 +31,8 @@ MAX_IMAGE_PIXELS = 50_000 * 50_000
 #: Coordinate system of the full-resolution H&E pixel frame.
 GLOBAL_CS = "global"
 
+#: A TIFF chunk above this size is not read chunk by chunk (it is memory-mapped where possible).
+_IN_MEMORY_WINDOW_BYTES = 64 * 2**20
 #: Level 0 up to this size may be read whole to make the ``hires`` copy when the pyramid is not stored.
 _DIRECT_RESIZE_MAX_BYTES = 2**30
 
@@ -90,7 +92,10 @@ def _read_image_file(path: str | Path) -> np.ndarray:
 
 
 def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
-    """``(y, x, c)`` array of an H&E file; TIFF / OME-TIFF level 0 is read lazily (dask), others in memory."""
+    """``(y, x, c)`` array of an H&E file; TIFF / OME-TIFF level 0 is read lazily (dask), others in memory.
+
+    Tiled or stripped TIFFs are read tile by tile; a contiguous uncompressed one is memory-mapped.
+    """
     file = _check_path(he_image, "H&E image")
     if not file.name.lower().endswith((".tif", ".tiff", ".btf")):
         return _read_image_file(file)
@@ -101,7 +106,15 @@ def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
     with tifffile.TiffFile(file) as tf:
         axes = tf.series[0].axes
     z = zarr.open(tifffile.imread(file, aszarr=True, series=0, level=0), mode="r")
-    arr = da.from_zarr(z)
+    if np.prod(z.chunks) * z.dtype.itemsize > _IN_MEMORY_WINDOW_BYTES:
+        # one huge chunk (a contiguous, untiled TIFF): every window would decode the whole image; an
+        # uncompressed one is memory-mapped instead, so a window reads only its own bytes
+        try:
+            arr = da.from_array(tifffile.memmap(file, series=0, level=0, mode="r"), chunks=IMAGE_CHUNK_PX)
+        except ValueError:  # compressed: no memory map possible
+            arr = da.from_zarr(z)
+    else:
+        arr = da.from_zarr(z)
     if len(axes) != arr.ndim:  # unexpected layout: fall back to an eager read
         return _read_image_file(file)
     channel = next((a for a in ("S", "C") if a in axes and arr.shape[axes.index(a)] > 1), None)

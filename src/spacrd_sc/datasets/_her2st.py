@@ -12,7 +12,7 @@ from .._constants import DATA_DIR_ENV, LABEL_KEY, PATHOLOGY_KEY, SPATIAL_KEY, TA
 from .._images import _check_path
 from .._logging import logger
 from .._settings import settings
-from ..io._legacy_st import legacy_st
+from ..io import legacy_st
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData

@@ -11,6 +11,7 @@ in ``uns['spatial'][library_id]['metadata']`` (``image_key``, ``spots_key``), wh
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import INSTANCE_KEY, REGION_KEY, SPATIAL_KEY
-from .._images import GLOBAL_CS
+from .._images import GLOBAL_CS, _image_hw, _image_levels, _image_model, _read_he_lazy
+from .._logging import logger
 from .._spatial import _add_scanpy_spatial
 
 if TYPE_CHECKING:
@@ -89,6 +91,30 @@ def _drop_table(sdata: SpatialData, key: str) -> None:
 def _drop_element(sdata: SpatialData, key: str) -> None:
     if key in sdata:
         del sdata[key]
+
+
+def _lazy_fullres(sdata: SpatialData, key: str | None, file: str | os.PathLike[str] | None) -> None:
+    """Replace spatialdata-io's full-resolution TIFF element ``key`` by a window-readable one.
+
+    spatialdata-io decodes the whole TIFF in one dask task that every chunk depends on, so each patch
+    window would decode the whole slide; :func:`~spacrd_sc._images._read_he_lazy` reads tiles / strips
+    (or memory-maps an uncompressed file). Same pixels, same transformations.
+    """
+    if key is None or file is None or key not in sdata.images:
+        return
+    file = Path(file)
+    if not file.name.lower().endswith((".tif", ".tiff", ".btf")):
+        return
+    from spatialdata.transformations import get_transformation
+
+    old = sdata.images[key]
+    arr = _read_he_lazy(file)
+    if tuple(arr.shape[:2]) != _image_hw(_image_levels(old)[0]):
+        logger.debug("Full-resolution image %s does not match element %r; kept as read.", file, key)
+        return
+    transformations = get_transformation(old, get_all=True)
+    del sdata.images[key]
+    sdata.images[key] = _image_model(arr, transformations=transformations)
 
 
 def _first_image(sdata: SpatialData, candidates: list[str]) -> str | None:

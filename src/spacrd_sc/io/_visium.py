@@ -19,6 +19,7 @@ from ._tenx import (
     _drop_table,
     _finish,
     _first_image,
+    _lazy_fullres,
     _quiet_reader,
     _valid_name,
 )
@@ -163,6 +164,8 @@ def visium(
         )
     reader_meta = dict(table.uns.get(SPATIAL_KEY, {}).get(dataset_id, {}).get("metadata", {}))
 
+    if fullres_image_file is not None:
+        _lazy_fullres(sdata, f"{dataset_id}_full_image", path / Path(fullres_image_file))
     image_key = _first_image(
         sdata, [f"{dataset_id}_full_image", f"{dataset_id}_hires_image", f"{dataset_id}_lowres_image"]
     )

@@ -25,6 +25,7 @@ from ._tenx import (
     _drop_table,
     _finish,
     _first_image,
+    _lazy_fullres,
     _quiet_reader,
     _sum_by_grid,
     _valid_name,
@@ -221,6 +222,11 @@ def visium_hd(
     _drop_table(sdata, table_key)
     _add_circles_and_table(sdata, agg, shapes_key=shapes_key, radius=side_px / 2.0, table_key=table_key)
 
+    fullres = kwargs.get("fullres_image_file")
+    if fullres is None and (path / "microscope_image").is_dir():
+        found = sorted(f for f in (path / "microscope_image").iterdir() if f.is_file())
+        fullres = found[0] if found else None
+    _lazy_fullres(sdata, f"{dataset_id}_full_image", fullres)
     image_key = _first_image(
         sdata, [f"{dataset_id}_full_image", f"{dataset_id}_hires_image", f"{dataset_id}_lowres_image"]
     )
