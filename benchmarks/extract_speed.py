@@ -42,7 +42,7 @@ def _data_dir() -> Path:
 
 def _load_image(path: str | None, seed: int) -> tuple[np.ndarray, str]:
     """(h, w, 3) uint8 RGB H&E and a description of where it came from."""
-    from spacrd_sc.io._common import _read_image_file
+    from spacrd_sc._images import _read_image_file
 
     candidates = [Path(path)] if path else sorted((_data_dir() / "her2st/data/ST-imgs/B/B4").glob("*.jpg"))
     for p in candidates:
@@ -70,8 +70,8 @@ def _make_sdata(image: np.ndarray, n: int, diameter: float, seed: int):
     from spatialdata import SpatialData
     from spatialdata.models import ShapesModel, TableModel
 
-    from spacrd_sc._utils import _set_scanpy_spatial
-    from spacrd_sc.io._common import _image_model
+    from spacrd_sc._images import _image_model
+    from spacrd_sc._spatial import _set_scanpy_spatial
 
     h, w = image.shape[:2]
     rng = np.random.default_rng(seed)
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     import timm
     import torch
 
+    from spacrd_sc._patches import _PatchReader
     from spacrd_sc._utils import _resolve_device
     from spacrd_sc.model._backbones import build_backbone
-    from spacrd_sc.pp._patches import _PatchReader
     from spacrd_sc.tl._extract import _resolve_precision, extract_uni
 
     logging.getLogger("spacrd_sc").setLevel(logging.ERROR)  # the random-init warning is expected here

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ._constants import SPATIAL_KEY, TABLE_KEY
+from ._constants import TABLE_KEY
 from ._logging import logger
 
 if TYPE_CHECKING:
@@ -34,65 +31,6 @@ def _get_table(data: AnnData | SpatialData, table_key: str = TABLE_KEY) -> AnnDa
             "Pass `table_key=` naming the table that holds the spots."
         )
     return tables[table_key]
-
-
-def _library_id(adata: AnnData, library_id: str | None = None) -> str:
-    """The key of ``adata.uns['spatial']`` to use: ``library_id`` or the only one present."""
-    spatial = adata.uns.get(SPATIAL_KEY)
-    if not isinstance(spatial, Mapping) or len(spatial) == 0:
-        raise KeyError(
-            "adata.uns['spatial'] is missing: the section carries no spot geometry. "
-            "Read it with a `spacrd_sc.io` reader or `scanpy.read_visium`."
-        )
-    if library_id is None:
-        if len(spatial) > 1:
-            raise ValueError(f"adata.uns['spatial'] has several libraries {list(spatial)}; pass `library_id=`.")
-        return next(iter(spatial))
-    if library_id not in spatial:
-        raise KeyError(f"library_id {library_id!r} not in adata.uns['spatial'] ({list(spatial)}).")
-    return library_id
-
-
-def _spot_diameter_px(adata: AnnData, library_id: str | None = None) -> float:
-    """Spot diameter in full-resolution image pixels (``uns['spatial'][lib]['scalefactors']``)."""
-    lib = _library_id(adata, library_id)
-    sf = adata.uns[SPATIAL_KEY][lib].get("scalefactors", {})
-    if "spot_diameter_fullres" not in sf:
-        raise KeyError(f"adata.uns['spatial'][{lib!r}]['scalefactors'] has no 'spot_diameter_fullres'.")
-    return float(sf["spot_diameter_fullres"])
-
-
-def _set_scanpy_spatial(
-    adata: AnnData,
-    library_id: str,
-    *,
-    spot_diameter_fullres: float,
-    hires_image: np.ndarray | None = None,
-    hires_scalef: float = 1.0,
-    lowres_image: np.ndarray | None = None,
-    lowres_scalef: float | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> None:
-    """Write the scanpy/squidpy ``uns['spatial'][library_id]`` entry.
-
-    ``obsm['spatial']`` must be in full-resolution pixels; ``*_scalef`` map them to the stored images,
-    exactly as in :func:`scanpy.read_visium` output.
-    """
-    entry: dict[str, Any] = {
-        "scalefactors": {"spot_diameter_fullres": float(spot_diameter_fullres)},
-        "metadata": dict(metadata or {}),
-    }
-    images: dict[str, np.ndarray] = {}
-    if hires_image is not None:
-        images["hires"] = np.ascontiguousarray(hires_image)
-        entry["scalefactors"]["tissue_hires_scalef"] = float(hires_scalef)
-    if lowres_image is not None:
-        images["lowres"] = np.ascontiguousarray(lowres_image)
-        entry["scalefactors"]["tissue_lowres_scalef"] = float(lowres_scalef if lowres_scalef is not None else 1.0)
-    if images:
-        entry["images"] = images
-    adata.uns.setdefault(SPATIAL_KEY, {})
-    adata.uns[SPATIAL_KEY][library_id] = entry
 
 
 def _resolve_device(device: str | None = "auto") -> str:

@@ -1,18 +1,14 @@
-"""Tests of the helpers in ``io._common`` used by every reader."""
+"""Tests of the image-element helpers (``_images``) and the ``uns['spatial']`` writer (``_spatial``)."""
 
 from __future__ import annotations
 
 import anndata as ad
 import numpy as np
 import pytest
+from _helpers.user_warnings import no_user_warnings
 
-from spacrd_sc.io._common import (
-    _add_scanpy_spatial,
-    _allow_large_images,
-    _global_to_pixel,
-    _image_model,
-    _read_image_file,
-)
+from spacrd_sc._images import _allow_large_images, _global_to_pixel, _image_model, _read_image_file
+from spacrd_sc._spatial import _add_scanpy_spatial
 
 
 def _sdata(image_element, xy):
@@ -113,7 +109,38 @@ def test_scanpy_spatial_without_image():
         sdata, table_key="table", library_id="s", spot_diameter_px=5.0, image_key=None, platform="legacy_st"
     )
     entry = sdata.tables["table"].uns["spatial"]["s"]
-    assert entry["scalefactors"] == {"spot_diameter_fullres": 5.0} and "images" not in entry
+    # tissue_hires_scalef is recorded without an image too (obsm['spatial'] is in full-resolution px)
+    assert entry["scalefactors"] == {"spot_diameter_fullres": 5.0, "tissue_hires_scalef": 1.0}
+    assert "images" not in entry
+
+
+def test_imageless_section_plots_with_squidpy_without_warnings():
+    """An image-less section renders its spots with ``sq.pl.spatial_scatter(..., img=False)``, silently."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import squidpy as sq
+    from spatialdata import SpatialData
+    from spatialdata.models import TableModel
+
+    xs, ys = np.meshgrid(np.arange(8), np.arange(6))
+    xy = np.c_[xs.ravel(), ys.ravel()] * 20.0 + 10.0
+    adata = ad.AnnData(np.ones((len(xy), 2), np.float32))
+    adata.obsm["spatial"] = xy
+    adata.obs["score"] = np.linspace(0, 1, len(xy))
+    adata.obs["pathology"] = pd.Categorical(np.where(xy[:, 0] < 80, "cancer", "stroma"))
+    sdata = SpatialData(tables={"table": TableModel.parse(adata)})
+    _add_scanpy_spatial(
+        sdata, table_key="table", library_id="s", spot_diameter_px=10.0, image_key=None, platform="legacy_st"
+    )
+    t = sdata.tables["table"]
+    with no_user_warnings():
+        sq.pl.spatial_scatter(t, color=["score", "pathology"], img=False)
+    fig = plt.gcf()
+    axes = [ax for ax in fig.axes if ax.collections and ax.get_label() != "<colorbar>"]
+    assert len(axes) >= 2
+    assert all(not ax.images for ax in axes)  # no image drawn
+    assert sum(len(c.get_offsets()) if hasattr(c, "get_offsets") else 0 for c in axes[0].collections) >= 1
+    plt.close(fig)
 
 
 def test_global_to_pixel_errors():

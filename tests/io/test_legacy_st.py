@@ -70,7 +70,7 @@ def test_dataframe_inputs_without_image(tiny_legacy_st):
     )
     assert len(sdata.images) == 0
     entry = sdata.tables["table"].uns["spatial"]["syn"]
-    assert "images" not in entry and "tissue_hires_scalef" not in entry["scalefactors"]
+    assert "images" not in entry and entry["scalefactors"]["tissue_hires_scalef"] == 1.0  # for squidpy
     assert entry["scalefactors"]["spot_diameter_fullres"] == pytest.approx(11.0)
     assert "image_key" not in entry["metadata"] and entry["metadata"]["pixel_size_um"] == 5.0
     np.testing.assert_allclose(sdata.shapes["spots"]["radius"], 5.5)
@@ -250,7 +250,8 @@ def test_multiscale_write_read_roundtrip(tiny_legacy_st, tmp_path, monkeypatch):
 
     import spatialdata as sd
 
-    from spacrd_sc.pp import _patches, spot_patches
+    from spacrd_sc import _patches
+    from spacrd_sc.pp import spot_patches
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (4200, 180, 3), dtype=np.uint8)

@@ -1,6 +1,6 @@
 """Tests of the 10x readers ``visium``, ``visium_hd``, ``xenium`` (:mod:`spacrd_sc.io`).
 
-The 10x folders are written into tmp dirs by ``_tenx_fixtures`` in the exact formats spatialdata-io 0.7.1
+The 10x folders are written into tmp dirs by ``_helpers.tenx`` in the exact formats spatialdata-io 0.7.1
 reads; the Visium one reuses the real shared section's positions, scale factors and lowres image when
 the shared data folder is present (and a synthetic grid otherwise).
 """
@@ -8,20 +8,17 @@ the shared data folder is present (and a synthetic grid otherwise).
 from __future__ import annotations
 
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import tenx as fx
 from scipy import sparse
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _tenx_fixtures as fx  # noqa: E402
-
-from spacrd_sc.io._common import _global_to_pixel, _image_hw, _image_levels  # noqa: E402
-from spacrd_sc.io._tenx import visium, visium_hd, xenium  # noqa: E402
+from spacrd_sc._images import _global_to_pixel, _image_hw, _image_levels
+from spacrd_sc.io import visium, visium_hd, xenium
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -158,7 +155,7 @@ def test_visium_conventions(vis: fx.VisiumFixture, sd_vis, tmp_path: Path) -> No
     np.testing.assert_array_equal(adata.obs_names.to_numpy(), vis.barcodes)
     np.testing.assert_array_equal(_dense(adata.X), _dense(vis.counts).astype(np.float32))
     # duplicated symbol made unique, ids kept
-    assert "GENE2" in adata.var_names and "GENE2-1" in adata.var_names
+    assert "KRT19" in adata.var_names and "KRT19-1" in adata.var_names
     np.testing.assert_array_equal(adata.var["gene_ids"].to_numpy(), vis.features["id"].to_numpy())
 
     # obsm['spatial'] = (pxl_col, pxl_row) in full-resolution px, the positions written
@@ -291,6 +288,28 @@ def test_visium_hd_options(hd: fx.VisiumHDFixture) -> None:
         visium_hd(hd.path, bin_size=8)
 
 
+def test_visium_hd_fullres_contiguous_tiff_is_memory_mapped(tmp_path: Path, monkeypatch) -> None:
+    """A contiguous TIFF whose one chunk exceeds the window limit is memory-mapped (reads touch only windows)."""
+    import tifffile
+
+    from spacrd_sc import _images
+
+    f = fx.write_visium_hd(tmp_path / "outs", n_rows=40, n_cols=40, fullres=True)
+    monkeypatch.setattr(_images, "_IN_MEMORY_WINDOW_BYTES", 0)
+    mapped = []
+    real_memmap = tifffile.memmap
+
+    def spy(*args, **kwargs):
+        out = real_memmap(*args, **kwargs)
+        mapped.append(out)
+        return out
+
+    monkeypatch.setattr(tifffile, "memmap", spy)
+    level0 = _image_levels(visium_hd(f.path).images["HD_test_full_image"])[0]
+    assert len(mapped) == 1 and isinstance(mapped[0], np.memmap)
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(level0[:, 5:25, 7:30]), 0, -1), mapped[0][5:25, 7:30])
+
+
 def test_visium_hd_fullres(tmp_path: Path) -> None:
     f = fx.write_visium_hd(tmp_path / "outs", n_rows=60, n_cols=60, fullres=True)
     sdata = visium_hd(f.path)
@@ -298,6 +317,15 @@ def test_visium_hd_fullres(tmp_path: Path) -> None:
     assert meta["image_key"] == "HD_test_full_image"
     np.testing.assert_allclose(_global_to_pixel(sdata, "HD_test_full_image"), np.eye(3))
     assert adata.uns["spatial"][lib]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(1.0)
+    # the microscope TIFF is read window by window (memory-mapped, chunked), not decoded whole per window
+    level0 = _image_levels(sdata.images["HD_test_full_image"])[0]
+    assert level0.data.numblocks[1] > 1 and level0.data.chunksize[1] <= 512
+    import tifffile
+
+    np.testing.assert_array_equal(
+        np.moveaxis(np.asarray(level0[:, 100:140, 200:260]), 0, -1),
+        tifffile.imread(f.path / "microscope_image" / "tissue_image.tif")[100:140, 200:260],
+    )
     with pytest.raises(FileNotFoundError, match="Full-resolution image not found"):
         visium_hd(f.path, fullres_image_file=tmp_path / "missing.tif")
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spacrd_sc.io._common import _image_model
-from spacrd_sc.pp import _patches, spot_patches
-from spacrd_sc.pp._patches import PAD_VALUE, _PatchReader
+from spacrd_sc import _patches
+from spacrd_sc._images import _image_model
+from spacrd_sc._patches import PAD_VALUE, _PatchReader
+from spacrd_sc.pp import spot_patches
 
 
 def gradient_image(height: int = 120, width: int = 200) -> np.ndarray:
@@ -179,7 +180,7 @@ def test_image_less_section():
 def test_image_key_choice():
     sdata = make_sdata(gradient_image(), [[100.0, 60.0]], 20.0)
     sdata.images["other"] = _image_model(gradient_image())
-    with pytest.raises(ValueError, match=r"several images \['he', 'other'\]; pass `image_key=`"):
+    with pytest.raises(ValueError, match=r"several images \['he', 'other'\] and none is recorded.*pass `image_key=`"):
         spot_patches(sdata)
     with pytest.raises(KeyError, match=r"No image 'nope'; the images are \['he', 'other'\]"):
         spot_patches(sdata, image_key="nope")
@@ -244,3 +245,52 @@ def test_a1_patches_on_tissue(her2st_loader):
     # a scale 20 % off puts many spots on the black background
     shifted = _patch_at(sdata, "A1", sdata.tables["table"].obsm["spatial"] * 1.2)
     assert np.mean(shifted.reshape(len(shifted), -1).mean(axis=1) > 60) < 0.9
+
+
+class _CountingImage:
+    """A virtual ``(h, w, 3)`` uint8 image that makes its pixels on demand and records every read."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.shape = (height, width, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self.reads: list[int] = []  # pixels per read
+
+    def __getitem__(self, key):
+        ys, xs, cs = key
+        yy, xx = np.mgrid[ys, xs]
+        self.reads.append(yy.size)
+        img = np.stack([xx % 256, yy % 256, np.full_like(xx, 7)], axis=-1).astype(np.uint8)
+        return img[..., cs]
+
+
+def test_large_image_is_read_lazily_window_by_window():
+    """A 6000 x 6000 px image (108 MB, above the in-memory limit) is never decoded whole: only chunks under spots."""
+    import dask.array as da
+
+    src = _CountingImage(6000, 6000)
+    assert np.prod(src.shape) > _patches._IN_MEMORY_MAX_BYTES
+    xy = np.array([[1000.0, 1000.0], [1030.0, 1010.0], [4000.5, 2500.25], [5990.0, 10.0]])
+    sdata = make_sdata(da.from_array(src, chunks=(512, 512, 3), asarray=False), xy, 40.0)  # a lazy pyramid
+    src.reads.clear()
+    reader = _PatchReader(sdata, size=40)
+    assert reader._cache is None  # no in-memory copy of level 0
+    patches = reader.read()
+    assert patches.shape == (4, 40, 40, 3)
+    # the crop is exact: R = x, G = y of the pixel it came from
+    assert patches[0, 20, 20, 0] == (1000 % 256) and patches[0, 20, 20, 1] == (1000 % 256)
+    read_px = sum(src.reads)
+    assert 0 < read_px <= 8 * 512 * 512  # a few chunks around the spots, not 36 M px
+    assert max(src.reads) <= 512 * 512
+
+
+def test_recorded_image_key_is_the_default():
+    """With several images, the one the reader recorded in uns metadata is used (no `image_key=` needed)."""
+    img = gradient_image()
+    sdata = make_sdata(img, [[50.0, 40.0]], 10.0)
+    sdata.images["he_small"] = _image_model(img[::2, ::2].copy())
+    with pytest.raises(ValueError, match="several images"):
+        _PatchReader(sdata, size=8)
+    sdata.tables["table"].uns["spatial"]["lib"]["metadata"]["image_key"] = "he"
+    assert _PatchReader(sdata, size=8).image_key == "he"
+    assert _PatchReader(sdata, size=8, image_key="he_small").image_key == "he_small"

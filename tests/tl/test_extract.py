@@ -77,7 +77,7 @@ def small_weights(tmp_path_factory):
 
 
 def _reader(data, size):
-    from spacrd_sc.pp._patches import _PatchReader
+    from spacrd_sc._patches import _PatchReader
 
     return _PatchReader(data, size=size)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from .._constants import DATA_DIR_ENV, LABEL_KEY, PATHOLOGY_KEY, SPATIAL_KEY, TABLE_KEY
+from .._images import _check_path
 from .._logging import logger
 from .._settings import settings
-from ..io._common import _check_file
-from ..io._legacy_st import legacy_st
+from ..io import legacy_st
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -225,7 +225,7 @@ def her2st(section: str, *, path: str | Path | None = None, table_key: str = TAB
     rel = _section_files(name)
     root = _local_root(path)
     if root is not None:
-        files = {k: _check_file(root / v, f"her2st file {v}") for k, v in rel.items()}
+        files = {k: _check_path(root / v, f"her2st file {v}") for k, v in rel.items()}
     else:
         fetched = _pooch_fetch(list(rel.values()))
         files = {k: fetched[v] for k, v in rel.items()}

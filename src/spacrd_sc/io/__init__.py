@@ -1,8 +1,10 @@
-"""Readers: a section → :class:`~spatialdata.SpatialData` (image ``"he"``, spots, table ``"table"``)."""
+"""Readers: a section → :class:`~spatialdata.SpatialData` (image, spots, table ``"table"``)."""
 
 from __future__ import annotations
 
 from ._legacy_st import legacy_st
-from ._tenx import visium, visium_hd, xenium
+from ._visium import visium
+from ._visium_hd import visium_hd
+from ._xenium import xenium
 
 __all__ = ["legacy_st", "visium", "visium_hd", "xenium"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,16 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .._constants import IMAGE_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOTS_KEY, TABLE_KEY
+from .._images import GLOBAL_CS, _check_path, _image_model, _read_image_file
 from .._logging import logger
-from ._common import (
-    GLOBAL_CS,
-    _add_scanpy_spatial,
-    _check_file,
-    _check_spots_inside,
-    _image_model,
-    _make_unique,
-    _read_image_file,
-)
+from .._spatial import _add_scanpy_spatial, _check_spots_inside
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -27,6 +21,24 @@ if TYPE_CHECKING:
 
 PLATFORM = "legacy_st"
 _SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y")
+
+
+def _make_unique(names: Sequence[str]) -> list[str]:
+    """Make names unique the anndata way (``GENE``, ``GENE-1``, ...); log how many were duplicated."""
+    import pandas as pd
+
+    idx = pd.Index([str(n) for n in names])
+    if idx.is_unique:
+        return list(idx)
+    dup = idx[idx.duplicated()].unique()
+    logger.warning(
+        "%d gene names are duplicated (e.g. %s); they were made unique by appending '-1', '-2', ...",
+        len(dup),
+        ", ".join(map(str, dup[:5])),
+    )
+    from anndata.utils import make_index_unique
+
+    return list(make_index_unique(idx))
 
 
 def _read_header(path: Path) -> list[str]:
@@ -46,7 +58,7 @@ def _read_counts(counts: str | Path | pd.DataFrame) -> pd.DataFrame:
     if isinstance(counts, pd.DataFrame):
         df = counts.copy(deep=False)  # the index is replaced below: leave the caller's frame alone
     else:
-        path = _check_file(counts, "Count matrix")
+        path = _check_path(counts, "Count matrix")
         # the header is parsed apart: pandas would rename duplicated gene names to 'GENE.1'
         header = _read_header(path)
         df = pd.read_csv(path, sep="\t", header=None, skiprows=1, index_col=0)
@@ -77,7 +89,7 @@ def _read_spots(spots: str | Path | pd.DataFrame) -> pd.DataFrame:
     if isinstance(spots, pd.DataFrame):
         df = spots.copy()
     else:
-        path = _check_file(spots, "Spot file")
+        path = _check_path(spots, "Spot file")
         df = pd.read_csv(path, sep="\t")
     missing = [c for c in _SPOT_COLUMNS if c not in df.columns]
     if missing:

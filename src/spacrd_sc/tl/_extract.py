@@ -146,7 +146,8 @@ def extract_uni(
     context
         Patch side as a multiple of the spot diameter (``1.0``: the spot itself).
     image_key
-        Image element of the SpatialData; default: the one the patch reader picks (the only / H&E image).
+        Image element of the SpatialData; default: the one the reader recorded in
+        ``uns['spatial'][library_id]['metadata']['image_key']`` (the full-resolution H&E), else the only image.
     table_key
         Table of the SpatialData holding the spots.
     key_added
@@ -197,7 +198,7 @@ def extract_uni(
         raise ValueError("The table has no spots (0 rows): nothing to extract.")
     _check_image(data, image_key)
 
-    from ..pp._patches import _PatchReader
+    from .._patches import _PatchReader
 
     reader = _PatchReader(data, size=int(size), image_key=image_key, table_key=table_key, context=float(context))
     if len(reader) != table.n_obs:

@@ -1,17 +1,19 @@
-"""Helpers shared by the readers in :mod:`spacrd_sc.io` (image model, scanpy ``uns['spatial']``, frames)."""
+"""Image elements: build them (pyramid, chunks), list their levels, read image files, map frames (affines).
+
+Internal seam shared by :mod:`spacrd_sc.io`, :mod:`spacrd_sc._spatial` and :mod:`spacrd_sc._patches`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .._constants import SPATIAL_KEY
-from .._logging import logger
-from .._utils import _get_table, _set_scanpy_spatial
+from ._logging import logger
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -29,9 +31,112 @@ MAX_IMAGE_PIXELS = 50_000 * 50_000
 #: Coordinate system of the full-resolution H&E pixel frame.
 GLOBAL_CS = "global"
 
+#: A TIFF chunk above this size is not read chunk by chunk (it is memory-mapped where possible).
+_IN_MEMORY_WINDOW_BYTES = 64 * 2**20
+#: Level 0 up to this size may be read whole to make the ``hires`` copy when the pyramid is not stored.
+_DIRECT_RESIZE_MAX_BYTES = 2**30
+
 
 # ----------------------------------------------------------------------------------------------------------
-# image element
+# files
+# ----------------------------------------------------------------------------------------------------------
+def _check_path(
+    path: str | os.PathLike[str], what: str, *, kind: Literal["file", "dir"] = "file", hint: str = ""
+) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; :class:`FileNotFoundError` naming it (and what it is) when absent.
+
+    The one path check of the package (readers, datasets): ``kind="dir"`` for folders.
+    """
+    p = Path(path).expanduser()
+    if not (p.is_dir() if kind == "dir" else p.is_file()):
+        noun = f"{what} folder" if kind == "dir" else what
+        raise FileNotFoundError(f"{noun} not found: {str(p)!r}.{(' ' + hint) if hint else ''}")
+    return p
+
+
+@contextlib.contextmanager
+def _allow_large_images(limit: int = MAX_IMAGE_PIXELS) -> Iterator[None]:
+    """Raise PIL's decompression-bomb limit for the duration of one read, then restore it."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    if previous is not None and previous < limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _read_image_file(path: str | Path) -> np.ndarray:
+    """Read a jpg/png/tif H&E into a ``(height, width, channels)`` numpy array (no conversion of dtype).
+
+    Whole-slide images above PIL's default pixel limit are allowed for this read only (up to 2.5 Gpx).
+    Palette / CMYK / YCbCr images are converted to RGB; grayscale stays 2-D (rejected by the image model).
+    """
+    p = _check_path(path, "Image file")
+    if p.suffix.lower() in {".tif", ".tiff"}:
+        import tifffile
+
+        arr = tifffile.imread(p)
+        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
+        return np.asarray(arr)
+    from PIL import Image
+
+    with _allow_large_images(), Image.open(p) as img:
+        logger.debug("Reading %s (%d x %d px, mode %s).", p, img.width, img.height, img.mode)
+        if img.mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
+            img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+        return np.asarray(img)
+
+
+def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
+    """``(y, x, c)`` array of an H&E file; TIFF / OME-TIFF level 0 is read lazily (dask), others in memory.
+
+    Tiled or stripped TIFFs are read tile by tile; a contiguous uncompressed one is memory-mapped.
+    """
+    file = _check_path(he_image, "H&E image")
+    if not file.name.lower().endswith((".tif", ".tiff", ".btf")):
+        return _read_image_file(file)
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    with tifffile.TiffFile(file) as tf:
+        axes = tf.series[0].axes
+    z = zarr.open(tifffile.imread(file, aszarr=True, series=0, level=0), mode="r")
+    if np.prod(z.chunks) * z.dtype.itemsize > _IN_MEMORY_WINDOW_BYTES:
+        # one huge chunk (a contiguous, untiled TIFF): every window would decode the whole image; an
+        # uncompressed one is memory-mapped instead, so a window reads only its own bytes
+        try:
+            arr = da.from_array(tifffile.memmap(file, series=0, level=0, mode="r"), chunks=IMAGE_CHUNK_PX)
+        except ValueError:  # compressed: no memory map possible
+            arr = da.from_zarr(z)
+    else:
+        arr = da.from_zarr(z)
+    if len(axes) != arr.ndim:  # unexpected layout: fall back to an eager read
+        return _read_image_file(file)
+    channel = next((a for a in ("S", "C") if a in axes and arr.shape[axes.index(a)] > 1), None)
+    index: list[Any] = []
+    keep: list[str] = []
+    for ax, size in zip(axes, arr.shape, strict=True):
+        if ax in ("Y", "X") or ax == channel:
+            index.append(slice(None))
+            keep.append(ax)
+        elif size == 1:
+            index.append(0)
+        else:
+            raise ValueError(
+                f"H&E image {str(file)!r} has a non-singleton {ax!r} axis (axes {axes}, shape {arr.shape})."
+            )
+    arr = arr[tuple(index)]
+    order = [keep.index("Y"), keep.index("X")] + ([keep.index(channel)] if channel else [])
+    return arr.transpose(order)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# image elements
 # ----------------------------------------------------------------------------------------------------------
 def _auto_scale_factors(height: int, width: int) -> list[int]:
     """Factors of 2 for a pyramid: none up to :data:`MULTISCALE_MIN_PX`, else halve to ≤ 1024 px."""
@@ -174,105 +279,6 @@ def _affine_scale(affine: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# files and coordinates
-# ----------------------------------------------------------------------------------------------------------
-def _check_file(path: str | Path, what: str) -> Path:
-    """Return ``path`` as a :class:`~pathlib.Path`; :class:`FileNotFoundError` naming it when absent."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {str(p)!r}")
-    return p
-
-
-@contextlib.contextmanager
-def _allow_large_images(limit: int = MAX_IMAGE_PIXELS) -> Iterator[None]:
-    """Raise PIL's decompression-bomb limit for the duration of one read, then restore it."""
-    from PIL import Image
-
-    previous = Image.MAX_IMAGE_PIXELS
-    if previous is not None and previous < limit:
-        Image.MAX_IMAGE_PIXELS = limit
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-def _read_image_file(path: str | Path) -> np.ndarray:
-    """Read a jpg/png/tif H&E into a ``(height, width, channels)`` numpy array (no conversion of dtype).
-
-    Whole-slide images above PIL's default pixel limit are allowed for this read only (up to 2.5 Gpx).
-    Palette / CMYK / YCbCr images are converted to RGB; grayscale stays 2-D (rejected by the image model).
-    """
-    p = _check_file(path, "Image file")
-    if p.suffix.lower() in {".tif", ".tiff"}:
-        import tifffile
-
-        arr = tifffile.imread(p)
-        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
-            arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
-        return np.asarray(arr)
-    from PIL import Image
-
-    with _allow_large_images(), Image.open(p) as img:
-        logger.debug("Reading %s (%d x %d px, mode %s).", p, img.width, img.height, img.mode)
-        if img.mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
-            img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
-        return np.asarray(img)
-
-
-def _spots_outside(xy: np.ndarray, radius: float, height: int, width: int) -> np.ndarray:
-    """Boolean mask of spots whose centre lies more than ``radius`` outside ``[0, width] × [0, height]``.
-
-    Such a spot is more than half outside the image (it does not overlap it at all).
-    """
-    xy = np.asarray(xy, dtype=float)
-    x, y = xy[:, 0], xy[:, 1]
-    return (x < -radius) | (y < -radius) | (x > width + radius) | (y > height + radius) | ~np.isfinite(x + y)
-
-
-def _check_spots_inside(
-    xy: np.ndarray, radius: float, height: int, width: int, *, names: Sequence[str] | None = None
-) -> None:
-    """:class:`ValueError` when any spot centre lies more than ``radius`` outside the image."""
-    outside = _spots_outside(xy, radius, height, width)
-    n_out = int(outside.sum())
-    if n_out:
-        which = np.flatnonzero(outside)[:5]
-        shown = [str(names[i]) for i in which] if names is not None else [str(i) for i in which]
-        raise ValueError(
-            f"{n_out} of {len(xy)} spot centres lie outside the {width} x {height} px image by more than "
-            f"half a spot (e.g. {', '.join(shown)}). Check that the coordinates and the image match "
-            "(image_scale / pixel frame)."
-        )
-
-
-def _make_unique(names: Sequence[str]) -> list[str]:
-    """Make names unique the anndata way (``GENE``, ``GENE-1``, ...); log how many were duplicated."""
-    import pandas as pd
-
-    idx = pd.Index([str(n) for n in names])
-    if idx.is_unique:
-        return list(idx)
-    dup = idx[idx.duplicated()].unique()
-    logger.warning(
-        "%d gene names are duplicated (e.g. %s); they were made unique by appending '-1', '-2', ...",
-        len(dup),
-        ", ".join(map(str, dup[:5])),
-    )
-    from anndata.utils import make_index_unique
-
-    return list(make_index_unique(idx))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# scanpy / squidpy uns['spatial']
-# ----------------------------------------------------------------------------------------------------------
-#: Level 0 up to this size may be read whole to make the ``hires`` copy when the pyramid is not stored.
-_DIRECT_RESIZE_MAX_BYTES = 2**30
-
-
 def _is_derived(level: Any, level0: Any) -> bool:
     """Whether a pyramid level is computed lazily from level 0 (more dask layers) rather than stored."""
     try:
@@ -325,71 +331,17 @@ def _downscaled_rgb(element: Any, affine: np.ndarray, max_px: int) -> tuple[np.n
     return rgb, f * sx
 
 
-def _add_scanpy_spatial(
-    sdata: SpatialData,
-    *,
-    table_key: str,
-    library_id: str,
-    spot_diameter_px: float,
-    image_key: str | None,
-    platform: str,
-    metadata: Mapping[str, Any] | None = None,
-    hires_max_px: int = 2000,
-) -> None:
-    """Fill ``sdata[table_key].uns['spatial'][library_id]`` the way scanpy/squidpy expect it.
-
-    Parameters
-    ----------
-    sdata
-        The SpatialData; its table must hold ``obsm['spatial']`` in global units.
-    table_key
-        Table to annotate.
-    library_id
-        Key under ``uns['spatial']`` (the section name).
-    spot_diameter_px
-        Spot diameter in units of the ``"global"`` coordinate system (full-resolution pixels).
-    image_key
-        Image element to copy a downscaled ``"hires"`` image from; ``None`` for an image-less section.
-    platform
-        Written to the metadata (e.g. ``"legacy_st"``, ``"visium"``).
-    metadata
-        Extra metadata entries (``None`` values are dropped: anndata cannot write them).
-    hires_max_px
-        Longer side of the ``"hires"`` copy.
-
-    Notes
-    -----
-    Writes ``scalefactors['spot_diameter_fullres']``; when an image is given, ``images['hires']``
-    (uint8 RGB) and ``scalefactors['tissue_hires_scalef']`` mapping global units to its pixels; and
-    ``metadata`` with ``platform``, ``image_key``, ``spots_key`` and the extra entries.
-    """
-    adata = _get_table(sdata, table_key)
-    if SPATIAL_KEY not in adata.obsm:
-        raise KeyError(f"Table {table_key!r} has no obsm['spatial'].")
-    meta: dict[str, Any] = {"platform": platform}
-    if image_key is not None:
-        meta["image_key"] = image_key
-    region = adata.uns.get("spatialdata_attrs", {}).get("region")
-    if isinstance(region, str):
-        meta["spots_key"] = region
-    elif isinstance(region, list | tuple | np.ndarray) and len(region) == 1:
-        meta["spots_key"] = str(region[0])
-    for k, v in dict(metadata or {}).items():
-        if v is None:
-            continue
-        meta[k] = v.item() if isinstance(v, np.generic) else v
-
-    hires, scalef = None, 1.0
-    if image_key is not None:
-        affine = _global_to_pixel(sdata, image_key)
-        out = _downscaled_rgb(sdata.images[image_key], affine, hires_max_px)
-        if out is not None:
-            hires, scalef = out
-    _set_scanpy_spatial(
-        adata,
-        library_id,
-        spot_diameter_fullres=float(spot_diameter_px),
-        hires_image=hires,
-        hires_scalef=scalef,
-        metadata=meta,
-    )
+def _as_uint8_rgb(img: np.ndarray, what: str) -> np.ndarray:
+    """``(h, w, 3)`` uint8 from an ``(h, w, 3|4)`` uint8 or float-in-[0, 1] array (scanpy stores floats)."""
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"{what} must be an RGB image (height, width, 3); got shape {img.shape}.")
+    img = img[..., :3]
+    if img.dtype == np.uint8:
+        return img
+    if np.issubdtype(img.dtype, np.floating):
+        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
+        return np.clip(np.rint(img * scale), 0, 255).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.integer) and int(img.max()) <= 255:
+        return img.astype(np.uint8)
+    raise ValueError(f"{what} must be uint8 RGB; got dtype {img.dtype}.")

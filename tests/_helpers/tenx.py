@@ -35,8 +35,20 @@ import pandas as pd
 from PIL import Image
 from scipy import sparse
 
+from .images import he_section, resize, write_png
+
 VISIUM_REAL_FOLDER = "visium_V1_Breast_Cancer_Block_A_Section_1_annotations"
 XENIUM_REAL_FOLDER = "xenium_breast_rep1_experiment_metadata"
+#: Real gene symbols measured in every labelled her2st section (breast markers first), so that a model
+#: trained on her2st shares its genes with the test folders.
+HER2ST_GENES = (
+    "ERBB2", "GRB7", "KRT19", "KRT8", "KRT18", "EPCAM", "CD24", "MGP", "COL1A1", "COL1A2",
+    "COL3A1", "FN1", "SPARC", "PTPRC", "CD74", "IGKC", "IGHG1", "MUC1", "ESR1", "FOXA1",
+    "AGR2", "S100A4", "VIM", "LUM", "DCN", "MMP11", "CCND1", "MKI67", "TOP2A", "AEBP1",
+    "POSTN", "ACTB", "GAPDH", "TPT1", "EEF1A1", "MUCL1", "CXCL14", "PIP", "TMSB10", "IGHG3",
+    "IGHA1", "IGLC2", "RACK1", "FTH1", "PSMB3", "SERF2", "PFN1", "ACTG1", "SSR4", "MIEN1",
+    "PSAP", "CTSD", "APOE", "FTL", "UBA52", "HLA-B", "EEF2", "S100A9", "CALR", "P4HB",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -54,8 +66,10 @@ def shared_data_dir() -> Path | None:
 
 
 def gene_table(n_genes: int, *, n_controls: int = 0, duplicate: bool = True) -> pd.DataFrame:
-    """Feature table ``id``, ``name`` (symbols; one twice when ``duplicate``), ``feature_type``."""
-    names = [f"GENE{i}" for i in range(n_genes)]
+    """Feature table ``id``, ``name`` (real her2st symbols; the 4th repeats the 3rd when ``duplicate``), type."""
+    if n_genes > len(HER2ST_GENES):
+        raise ValueError(f"At most {len(HER2ST_GENES)} genes (real her2st symbols); got {n_genes}.")
+    names = list(HER2ST_GENES[:n_genes])
     if duplicate and n_genes >= 4:
         names[3] = names[2]  # two Ensembl ids with one symbol, as in real references
     ids = [f"ENSG{i:011d}" for i in range(n_genes)]
@@ -100,26 +114,6 @@ def write_10x_h5(
         if library_id is not None:
             f.attrs["library_ids"] = np.array([library_id], dtype="S")
             f.attrs["original_gem_groups"] = np.array([1], dtype=np.int64)
-
-
-def _smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A smooth, H&E-coloured uint8 RGB test image (HWC)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.empty((height, width, 3), dtype=np.float32)
-    for c, base in enumerate((200.0, 120.0, 190.0)):
-        fy, fx, ph = rng.uniform(2, 6), rng.uniform(2, 6), rng.uniform(0, 6)
-        img[..., c] = base + 40 * np.sin(fy * np.pi * yy / height + ph) * np.cos(fx * np.pi * xx / width)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(img).resize((width, height), Image.BILINEAR))
-
-
-def _write_png(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, compress_level=1)
 
 
 def _poisson_counts(n_obs: int, n_var: int, mean: np.ndarray | float, seed: int) -> sparse.csr_matrix:
@@ -196,7 +190,8 @@ def _synthetic_visium_spatial(n_rows: int = 30, n_cols: int = 30) -> tuple[pd.Da
         "fiducial_diameter_fullres": 36.0,
         "tissue_lowres_scalef": 0.1,
     }
-    return pos, sf, _smooth_rgb(1200, 1200)
+    tissue = pos.loc[pos["in_tissue"] == 1, ["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
+    return pos, sf, he_section(1200, 1200, tissue, radius=pitch * 0.75)
 
 
 def write_visium(
@@ -238,16 +233,16 @@ def write_visium(
         pos, sf, lowres = real
         hires_h = int(round(lowres.shape[0] * sf["tissue_hires_scalef"] / sf["tissue_lowres_scalef"]))
         hires_w = int(round(lowres.shape[1] * sf["tissue_hires_scalef"] / sf["tissue_lowres_scalef"]))
-        hires = _resize(lowres, hires_h, hires_w)  # the real hires image is not in the shared folder
+        hires = resize(lowres, hires_h, hires_w)  # the real hires image is not in the shared folder
         full = None
     else:
         pos, sf, full = _synthetic_visium_spatial()
-        hires = _resize(
+        hires = resize(
             full,
             int(round(full.shape[0] * sf["tissue_hires_scalef"])),
             int(round(full.shape[1] * sf["tissue_hires_scalef"])),
         )
-        lowres = _resize(
+        lowres = resize(
             full,
             int(round(full.shape[0] * sf["tissue_lowres_scalef"])),
             int(round(full.shape[1] * sf["tissue_lowres_scalef"])),
@@ -275,8 +270,8 @@ def write_visium(
     else:
         raise ValueError(positions_format)
     (spatial / "scalefactors_json.json").write_text(json.dumps(sf))
-    _write_png(spatial / "tissue_hires_image.png", hires)
-    _write_png(spatial / "tissue_lowres_image.png", lowres)
+    write_png(spatial / "tissue_hires_image.png", hires)
+    write_png(spatial / "tissue_lowres_image.png", lowres)
 
     fullres_file = None
     fullres_shape = None
@@ -408,9 +403,9 @@ def write_visium_hd(
     spatial = root / "spatial"
     spatial.mkdir(exist_ok=True)
     (spatial / "scalefactors_json.json").write_text(json.dumps(sf_common))
-    full = _smooth_rgb(full_h, full_w, seed)
-    _write_png(spatial / "tissue_hires_image.png", _resize(full, round(full_h * 0.5), round(full_w * 0.5)))
-    _write_png(spatial / "tissue_lowres_image.png", _resize(full, round(full_h * 0.1), round(full_w * 0.1)))
+    full = he_section(full_h, full_w, xy[in_tissue == 1], radius=2 * step, seed=seed)
+    write_png(spatial / "tissue_hires_image.png", resize(full, round(full_h * 0.5), round(full_w * 0.5)))
+    write_png(spatial / "tissue_lowres_image.png", resize(full, round(full_h * 0.1), round(full_w * 0.1)))
 
     if fullres:
         import tifffile
@@ -495,6 +490,7 @@ def write_xenium(
     with_he: bool = True,
     he_um_per_px: float = 1.0,
     he_format: str = "ome.tif",
+    with_transcripts: bool = False,
     seed: int = 0,
 ) -> XeniumFixture:
     """Write a Xenium output folder with cells only (no boundaries, transcripts, labels or morphology images).
@@ -508,6 +504,10 @@ def write_xenium(
         Write a post-Xenium H&E (``<name>_he_image.ome.tif`` or ``.png``) rotated by about -90 degrees and
         scaled relative to the morphology frame, and its ``<name>_he_imagealignment.csv``
         (H&E px -> morphology px).
+    with_transcripts
+        Also write ``transcripts.parquet``: every count of the cell matrix as one transcript at its cell's
+        centroid with ``qv >= 20``, plus ``n_cells`` low-quality (``qv < 20``) gene transcripts and
+        ``n_cells`` ``BLANK_*`` codewords (both to be dropped by the reader).
     """
     import zarr
 
@@ -516,7 +516,10 @@ def write_xenium(
     rng = np.random.default_rng(seed)
     pixel_size = 0.2125
     w_um, h_um = extent_um
-    xy_um = np.column_stack([rng.uniform(5, w_um - 5, n_cells), rng.uniform(5, h_um - 5, n_cells)])
+    # cells fill an ellipse inside the extent (the tissue), leaving glass in the corners
+    cand = np.column_stack([rng.uniform(5, w_um - 5, 4 * n_cells), rng.uniform(5, h_um - 5, 4 * n_cells)])
+    inside = ((cand[:, 0] - w_um / 2) / (0.48 * w_um)) ** 2 + ((cand[:, 1] - h_um / 2) / (0.48 * h_um)) ** 2 < 1
+    xy_um = cand[inside][:n_cells]
     features = gene_table(n_genes, n_controls=n_controls)
     counts = _poisson_counts(n_cells, len(features), 0.5 + xy_um[:, 0] / w_um, seed)
     new_ids = not version.startswith(("1.0", "1.1", "1.2"))
@@ -573,6 +576,35 @@ def write_xenium(
         cs[:] = summary
     store.close()
 
+    if with_transcripts:
+        coo = sparse.coo_matrix(counts)
+        reps = coo.data.astype(np.int64)
+        cell = np.repeat(coo.row, reps)
+        gene = np.repeat(coo.col, reps)
+        good = pd.DataFrame(
+            {
+                "feature_name": features["name"].to_numpy()[gene],
+                "x_location": xy_um[cell, 0],
+                "y_location": xy_um[cell, 1],
+                "qv": rng.uniform(20, 40, len(cell)),
+            }
+        )
+        low = good.sample(n=min(n_cells, len(good)), random_state=seed).assign(
+            qv=rng.uniform(0, 19.9, min(n_cells, len(good)))
+        )
+        blank = pd.DataFrame(
+            {
+                "feature_name": [f"BLANK_{i:04d}" for i in range(n_cells)],
+                "x_location": xy_um[:, 0],
+                "y_location": xy_um[:, 1],
+                "qv": 30.0,
+            }
+        )
+        tx = pd.concat([good, low, blank], ignore_index=True)
+        tx["z_location"] = 10.0
+        tx["transcript_id"] = np.arange(len(tx), dtype=np.uint64)
+        tx.to_parquet(root / "transcripts.parquet", index=False)
+
     fx = XeniumFixture(
         path=root,
         counts=counts,
@@ -594,7 +626,8 @@ def write_xenium(
         he_xy = (morph_to_he @ corners.T).T[:, :2]
         he_w, he_h = (np.ceil(he_xy.max(0)) + 20).astype(int)
         he_to_morph = np.linalg.inv(morph_to_he)
-        he = _smooth_rgb(int(he_h), int(he_w), seed + 1)
+        cells_he = (morph_to_he @ np.column_stack([xy_um / pixel_size, np.ones(n_cells)]).T).T[:, :2]
+        he = he_section(int(he_h), int(he_w), cells_he, radius=15.0 / he_um_per_px, seed=seed + 1)
         name = "Xenium_test"
         if he_format == "ome.tif":
             import tifffile
