@@ -147,3 +147,29 @@ def test_her2st_boundary_holds_mixed_pathology(her2st_loader):
     dist = a.obs["spacrd_region_distance_um"].to_numpy()
     region = a.obs["spacrd_region"].to_numpy()
     assert (dist[region == "tumour"] < -150).all() and (dist[region == "non-tumour"] > 150).all()
+
+
+def test_spatial_scatter_draws_region_and_pathology_colours(her2st_loader):
+    """squidpy draws both categorical columns with the colours stored in uns (cancer warm, normal tissue cool)."""
+    import matplotlib.pyplot as plt
+    import squidpy as sq
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_rgba
+
+    t = her2st_loader("G2").tables["table"]
+    a = ad.AnnData(obs=t.obs[["pathology", "cancer"]].copy(), obsm={"spatial": t.obsm["spatial"]}, uns=t.uns)
+    assert a.uns["pathology_colors"][:2] == ["#d62728", "#ff7f0e"]  # invasive cancer red, in situ orange
+    sq.gr.spatial_neighbors(a, n_neighs=6, coord_type="generic")
+    a.obs["spacrd_cancer"] = a.obs["cancer"]
+    sc_crd.tl.tumour_regions(a)
+    axs = sq.pl.spatial_scatter(
+        a, color=["spacrd_region", "pathology"], shape=None, library_id="G2", scale_factor=1.0, return_ax=True
+    )
+    for ax, key in zip(axs, ["spacrd_region", "pathology"], strict=True):
+        dots = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+        drawn = {tuple(np.round(c, 3)) for c in dots.get_facecolors()}
+        cats = a.obs[key].cat.categories
+        present = [c for c in cats if (a.obs[key] == c).any()]
+        want = {tuple(np.round(to_rgba(a.uns[f"{key}_colors"][list(cats).index(c)]), 3)) for c in present}
+        assert drawn == want, key
+    plt.close("all")

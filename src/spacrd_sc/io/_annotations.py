@@ -50,9 +50,9 @@ def _class_names(props: pd.Series, class_key: str | None) -> tuple[pd.Series, st
     )
 
 
-def _features(source: str | Path | Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _features(source: str | Path | Mapping[str, Any] | list) -> list[Mapping[str, Any]]:
     """The features of a GeoJSON file / dict: a FeatureCollection, a list of features (QuPath) or one feature."""
-    if isinstance(source, Mapping):
+    if isinstance(source, Mapping | list):
         doc: Any = source
     else:
         path = Path(source).expanduser()
@@ -74,7 +74,7 @@ def _features(source: str | Path | Mapping[str, Any]) -> list[Mapping[str, Any]]
 
 
 def annotations(
-    path: str | Path | Mapping[str, Any],
+    path: str | Path | Mapping[str, Any] | list,
     *,
     class_key: str | None = None,
     object_type: str | None = None,
@@ -89,7 +89,7 @@ def annotations(
     Parameters
     ----------
     path
-        GeoJSON file, or the parsed GeoJSON as a dict.
+        GeoJSON file, or the parsed GeoJSON (a FeatureCollection / Feature dict or a list of features).
     class_key
         Property holding the class name; dotted for nested properties (``"classification.name"``). Default:
         the first of ``classification.name``, ``classification``, ``name`` that any feature has.
