@@ -22,8 +22,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from her2st_loo import SECTIONS, default_data_dir, load_sections, split_fold  # noqa: E402
+from scipy import sparse
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
+import spacrd_sc as sc_crd
 from spacrd_sc.tl import _inputs
 from spacrd_sc.tl._threshold import gmm_threshold
 
@@ -73,6 +75,74 @@ def class_table(calls: pd.DataFrame) -> pd.DataFrame:
     t = t.rename(columns={"pathology": "class", "mean_score": "mean score"})
     t["called cancer %"] = 100 * t.pop("called")
     return t.groupby(["section", "method", "class"])[["spots", "mean score", "called cancer %"]].mean()
+
+
+def pooled_class_table(calls: pd.DataFrame) -> pd.DataFrame:
+    """Per method × pathology class over all held-out sections (:func:`spacrd_sc.tl.evaluate_groups`, one run
+    per seed, mean over seeds): spots, share called cancer and mean score — which tissue is over-called."""
+    parts = []
+    for (method, seed), g in calls.groupby(["method", "seed"]):
+        obs = g.set_index(g["section"] + ":" + g["spot"])
+        a = ad.AnnData(obs=obs[["section", "pathology", "score", "called"]].copy())
+        t = sc_crd.tl.evaluate_groups(a, "pathology", score_key="score", call_key="called", label_key=None)
+        parts.append(t.assign(method=method, seed=seed).reset_index())
+    t = pd.concat(parts).groupby(["pathology", "method"])[["n_spots", "called_fraction", "mean_score"]].mean()
+    t["called cancer %"] = 100 * t.pop("called_fraction")
+    return t.rename(columns={"n_spots": "spots", "mean_score": "mean score"})
+
+
+def flat_columns(t: pd.DataFrame) -> pd.DataFrame:
+    """``(metric, method)`` column pairs → ``"metric: method"`` for a readable markdown header."""
+    return t.set_axis([f"{a}: {b}" for a, b in t.columns], axis=1)
+
+
+def mixed_neighbourhood(a: ad.AnnData) -> np.ndarray:
+    """Spots whose graph neighbourhood (the spot and its neighbours) holds both a cancer and a non-cancer tissue
+    class of the pathologist (``undetermined`` counts as neither)."""
+    path = a.obs["pathology"].astype(str).to_numpy()
+    adj = sparse.csr_matrix(a.obsp["spatial_connectivities"]) + sparse.identity(a.n_obs)
+    adj = ((adj + adj.T) > 0).astype(int)
+    cancer = np.isin(path, CANCER).astype(int)
+    other = (~np.isin(path, CANCER) & (path != "undetermined")).astype(int)
+    return (adj @ cancer > 0) & (adj @ other > 0)
+
+
+def region_table(calls: pd.DataFrame, secs: dict[str, ad.AnnData]) -> pd.DataFrame:
+    """Per method × region (:func:`spacrd_sc.tl.tumour_regions` on the GMM calls of each run): share of spots
+    with a mixed cancer/non-cancer neighbourhood and share labelled cancer over all sections and runs, and the
+    mixed share per section (mean over seeds)."""
+    rows = []
+    for (method, section, seed), g in calls.groupby(["method", "section", "seed"]):
+        a = secs[section].copy()
+        g = g.set_index("spot").loc[a.obs_names]
+        a.obs["m_score"], a.obs["m_cancer"] = g["score"].to_numpy(), g["called"].to_numpy()
+        # um_per_px=1: the distances (in pixels then) are not used in this table
+        sc_crd.tl.tumour_regions(a, score_key="m_score", um_per_px=1.0, key_added="region")
+        a.obs["mixed"] = mixed_neighbourhood(a)
+        for region, r in a.obs.groupby("region", observed=False):
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "section": section,
+                    "region": region,
+                    "spots": len(r),
+                    "mixed %": 100 * r["mixed"].mean() if len(r) else np.nan,
+                    "labelled cancer %": 100 * r["cancer"].mean() if len(r) else np.nan,
+                }
+            )
+    df = pd.DataFrame(rows)
+    per_section = df.groupby(["method", "region", "section"], sort=False)["mixed %"].mean().unstack("section")
+    df["mixed"] = df["mixed %"].fillna(0) * df["spots"] / 100
+    df["labelled"] = df["labelled cancer %"].fillna(0) * df["spots"] / 100
+    pooled = df.groupby(["method", "region"], sort=False)[["spots", "mixed", "labelled"]].sum()
+    out = pd.DataFrame(
+        {
+            "all: mixed %": 100 * pooled["mixed"] / pooled["spots"],
+            "all: labelled cancer %": 100 * pooled["labelled"] / pooled["spots"],
+        }
+    )
+    return out.join(per_section)
 
 
 def threshold_table(calls: pd.DataFrame) -> pd.DataFrame:
@@ -166,6 +236,24 @@ def main() -> None:
         "## Mean score per class",
         "",
         classes["mean score"].unstack("method").round(3).to_markdown(),
+        "",
+        "## Which tissue is over-called? All held-out sections pooled (`sc_crd.tl.evaluate_groups`)",
+        "",
+        "Share of each pathologist class called cancer and its mean score, over the spots of all 8 held-out "
+        "sections (mean over seeds). Cancer classes should be near 100 %, the others near 0 %.",
+        "",
+        flat_columns(pooled_class_table(both).unstack("method")[["called cancer %", "mean score", "spots"]])
+        .round(3)
+        .to_markdown(),
+        "",
+        "## Tumour regions: is the boundary where the tissue is mixed? (`sc_crd.tl.tumour_regions`)",
+        "",
+        "Regions from each run's GMM calls (minimum region 3 spots; boundary = called spots with a non-called "
+        "neighbour and vice versa). 'mixed %' = share of spots whose neighbourhood (spot + graph neighbours) holds "
+        "both a cancer and a non-cancer pathologist class; 'all' pools the spots of the 8 sections (and seeds), the "
+        "section columns give its mixed % per section.",
+        "",
+        region_table(both, secs).round(1).to_markdown(),
         "",
     ]
     Path(args.out).write_text("\n".join(lines))

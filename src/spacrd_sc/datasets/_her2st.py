@@ -39,6 +39,9 @@ PATHOLOGY_CATEGORIES = (
     "adipose tissue",
     "undetermined",
 )
+#: Colours of :data:`PATHOLOGY_CATEGORIES`, in that order (``uns['pathology_colors']``): cancer warm (red,
+#: orange), normal tissue cool (blues, teal, purple), undetermined grey.
+PATHOLOGY_COLORS = ("#d62728", "#ff7f0e", "#1f77b4", "#17becf", "#9467bd", "#aec7e8", "#c7c7c7")
 #: Categories counted as cancer (SpaCRD's binary label).
 CANCER_CATEGORIES = ("invasive cancer", "cancer in situ")
 
@@ -206,6 +209,8 @@ def her2st(section: str, *, path: str | Path | None = None, table_key: str = TAB
       cancer in situ, breast glands, connective tissue, immune infiltrate, adipose tissue, undetermined``
       (joined from the label file on ``round(x)``x``round(y)`` = spot id);
     - ``obs['cancer']`` (labelled sections): bool, invasive cancer or cancer in situ;
+    - ``uns['pathology_colors']`` (labelled sections): one colour per category, in category order (cancer
+      warm, normal tissue cool), used by ``sq.pl.spatial_scatter(..., color="pathology")``;
     - ``uns['spatial'][section]['metadata']``: also ``dataset='her2st'``, ``section``, ``patient``,
       ``labelled`` and ``source`` (repository@commit).
 
@@ -245,6 +250,7 @@ def her2st(section: str, *, path: str | Path | None = None, table_key: str = TAB
         labels = labels.where(labels.isin(PATHOLOGY_CATEGORIES))
         adata.obs[PATHOLOGY_KEY] = pd.Categorical(labels.to_numpy(), categories=list(PATHOLOGY_CATEGORIES))
         adata.obs[LABEL_KEY] = labels.isin(CANCER_CATEGORIES).to_numpy(dtype=bool)
+        adata.uns[f"{PATHOLOGY_KEY}_colors"] = list(PATHOLOGY_COLORS)
     adata.uns[SPATIAL_KEY][name]["metadata"].update(
         {
             "dataset": "her2st",

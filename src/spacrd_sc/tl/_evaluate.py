@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from spatialdata import SpatialData
 
-from .._constants import LABEL_KEY, PATHOLOGY_KEY, TABLE_KEY
+from .._constants import LABEL_KEY, PATHOLOGY_KEY, TABLE_KEY, Key
 from .._utils import _get_table
 from ._inputs import binary_labels
 
@@ -14,7 +17,7 @@ from ._inputs import binary_labels
 def evaluate(
     data: AnnData | SpatialData,
     *,
-    score_key: str = "spacrd_score",
+    score_key: str = Key.score(),
     label_key: str = LABEL_KEY,
     call_key: str | None = None,
     threshold: float | None = None,
@@ -33,8 +36,8 @@ def evaluate(
     label_key
         ``obs`` column with the true binary label (bool or 0/1).
     call_key
-        ``obs`` bool column with the calls used for F1. Default: ``score_key`` with ``_score`` replaced by
-        ``_cancer`` when that column exists.
+        ``obs`` bool column with the calls used for F1. Default: the call column written beside ``score_key``
+        (``Key.call(Key.prefix(score_key))``, e.g. ``"spacrd_cancer"`` for ``"spacrd_score"``).
     threshold
         Use ``score >= threshold`` as the call instead of ``call_key``.
     exclude_undetermined
@@ -65,14 +68,7 @@ def evaluate(
     s = sub.obs[score_key].to_numpy(dtype=np.float64)
     if not np.isfinite(s).all():
         raise ValueError(f"adata.obs[{score_key!r}] has NaN/inf values.")
-    if threshold is not None:
-        calls = s >= float(threshold)
-    else:
-        if call_key is None and score_key.endswith("_score"):
-            call_key = score_key[: -len("_score")] + "_cancer"
-        if call_key is None or call_key not in sub.obs:
-            raise KeyError(f"No calls for F1: adata.obs[{call_key!r}] is missing. Pass `threshold=` or `call_key=`.")
-        calls = sub.obs[call_key].to_numpy().astype(bool)
+    calls = _calls(sub, score_key, call_key, threshold)
     return {
         "auc": float(roc_auc_score(y, s)),
         "ap": float(average_precision_score(y, s)),
@@ -81,3 +77,90 @@ def evaluate(
         "n": int(y.size),
         "n_cancer": int(y.sum()),
     }
+
+
+def _calls(adata: AnnData, score_key: str, call_key: str | None, threshold: float | None) -> np.ndarray:
+    """Boolean cancer calls: ``score >= threshold`` when given, else ``obs[call_key]`` (default: the call column
+    that :func:`spacrd_sc.tl.cancer_score` wrote beside ``score_key``)."""
+    if threshold is not None:
+        if score_key not in adata.obs:
+            raise KeyError(f"score_key {score_key!r} is not in adata.obs; run `sc_crd.tl.cancer_score` first.")
+        return adata.obs[score_key].to_numpy(dtype=np.float64) >= float(threshold)
+    if call_key is None:
+        prefix = Key.prefix(score_key)
+        call_key = Key.call(prefix) if prefix is not None else None
+    if call_key is None or call_key not in adata.obs:
+        raise KeyError(
+            f"No cancer calls: adata.obs[{call_key!r}] is missing (derived from score_key {score_key!r}). "
+            "Pass `threshold=` or `call_key=`."
+        )
+    col = adata.obs[call_key]
+    if col.isna().any():
+        raise ValueError(f"adata.obs[{call_key!r}] has {int(col.isna().sum())} missing values.")
+    return col.to_numpy().astype(bool)
+
+
+def evaluate_groups(
+    data: AnnData | SpatialData,
+    groupby: str | Sequence[str] = PATHOLOGY_KEY,
+    *,
+    score_key: str = Key.score(),
+    call_key: str | None = None,
+    threshold: float | None = None,
+    label_key: str | None = LABEL_KEY,
+    table_key: str = TABLE_KEY,
+) -> pd.DataFrame:
+    """Scores and cancer calls per class: which tissue types are over- or under-called.
+
+    For each group of ``obs[groupby]`` (e.g. the pathologist's tissue classes) the share of spots called
+    cancer and the mean score, so that e.g. breast glands called cancer stand out at once. Needs no binary
+    label; with ``label_key`` present it also reports the labelled cancer share of each group.
+
+    Parameters
+    ----------
+    data
+        Scored section (AnnData or SpatialData).
+    groupby
+        ``obs`` column (or columns, e.g. ``["section", "pathology"]``) defining the groups.
+    score_key
+        ``obs`` column with scores in [0, 1] (written by :func:`spacrd_sc.tl.cancer_score`).
+    call_key
+        ``obs`` bool column with the calls. Default: the call column written beside ``score_key``
+        (``"spacrd_cancer"`` for ``"spacrd_score"``).
+    threshold
+        Use ``score >= threshold`` as the call instead of ``call_key``.
+    label_key
+        ``obs`` column with the true binary label; its per-group share is added when the column exists.
+        ``None`` leaves it out.
+    table_key
+        Table to use when ``data`` is a SpatialData.
+
+    Returns
+    -------
+    :class:`pandas.DataFrame` indexed by the observed groups (a MultiIndex for several columns), with
+    ``n_spots`` (int), ``mean_score``, ``median_score``, ``called_fraction`` (share of spots called cancer,
+    0–1) and, with labels, ``label_fraction`` (share labelled cancer). Spots whose group is missing are left
+    out.
+    """
+    adata = _get_table(data, table_key)
+    keys = [groupby] if isinstance(groupby, str) else list(groupby)
+    missing = [k for k in keys if k not in adata.obs]
+    if not keys or missing:
+        raise KeyError(f"groupby {missing or keys!r} not in adata.obs ({list(adata.obs.columns)}).")
+    if score_key not in adata.obs:
+        raise KeyError(f"score_key {score_key!r} is not in adata.obs; run `sc_crd.tl.cancer_score` first.")
+    df = adata.obs[keys].copy()
+    df["score"] = adata.obs[score_key].to_numpy(dtype=np.float64)
+    df["called"] = _calls(adata, score_key, call_key, threshold)
+    agg = {
+        "n_spots": ("score", "size"),
+        "mean_score": ("score", "mean"),
+        "median_score": ("score", "median"),
+        "called_fraction": ("called", "mean"),
+    }
+    if label_key is not None and label_key in adata.obs:
+        df["label"] = adata.obs[label_key].astype(bool).to_numpy()
+        agg["label_fraction"] = ("label", "mean")
+    out = df.groupby(keys, observed=True).agg(**agg)
+    out["n_spots"] = out["n_spots"].astype(int)
+    return out
