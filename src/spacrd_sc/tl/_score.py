@@ -50,7 +50,7 @@ def cancer_score(
     key_added
         Prefix of the keys written.
     threshold
-        Label-free rule that turns each section's scores into calls (see :mod:`spacrd_sc.tl._threshold`):
+        Label-free rule that turns each section's scores into calls (see ``spacrd_sc.tl._threshold``):
         ``"gmm"`` (2-component Gaussian mixture on the scores, cut where the weighted components cross),
         ``"gmm_logit"`` (the same on logit-scale scores), ``"half"`` (score ≥ 0.5), ``"prior"`` (EM
         re-estimate of the section's cancer share from the training share, Saerens et al. 2002, then a 0.5
