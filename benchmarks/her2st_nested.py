@@ -333,16 +333,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--report-only", action="store_true", help="rebuild the report and figure from the CSV")
+    p.add_argument("--redo", action="store_true", help="re-evaluate every score set, not only new ones")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     out = Path(args.out)
     if args.report_only:
         ev = pd.read_csv(f"{out}.csv")
     else:
+        scores = load_scores(RESULTS / "her2st_pairs_scores.csv.gz", RESULTS / "her2st_loo_scores.csv.gz")
+        keys = ["method", "kind", "model", "section", "seed"]
+        old = pd.read_csv(f"{out}.csv") if Path(f"{out}.csv").exists() and not args.redo else None
+        if old is not None:  # evaluate only score sets the CSV does not hold yet
+            have = pd.MultiIndex.from_frame(old[keys].drop_duplicates())
+            scores = scores[~pd.MultiIndex.from_frame(scores[keys]).isin(have)]
         secs = load_sections(str(args.data_dir or default_data_dir()))
-        ev = evaluate_rules(
-            load_scores(RESULTS / "her2st_pairs_scores.csv.gz", RESULTS / "her2st_loo_scores.csv.gz"), secs
-        )
+        ev = pd.concat([old, evaluate_rules(scores, secs)], ignore_index=True) if len(scores) else old
         ev.to_csv(f"{out}.csv", index=False, float_format="%.6g")
         Path(f"{out}.json").write_text(json.dumps({"rules": CANDIDATES, "methods": METHODS}, indent=1))
     write_report(ev, out)
