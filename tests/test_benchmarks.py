@@ -39,3 +39,22 @@ def test_her2st_loo_report_from_committed_results(tmp_path: Path) -> None:
     for method in df["method"].unique():
         assert f"| {method}" in report
     assert (tmp_path / "her2st_loo_auc.png").stat().st_size > 10_000
+
+
+def test_her2st_nested_report_from_committed_results(tmp_path: Path) -> None:
+    shutil.copy(RESULTS / "her2st_nested.csv", tmp_path / "her2st_nested.csv")
+    out = tmp_path / "her2st_nested"
+    cmd = [sys.executable, "benchmarks/her2st_nested.py", "--report-only", "--out", str(out)]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert out.with_suffix(".md").read_text() == (RESULTS / "her2st_nested.md").read_text(), "report out of date"
+    assert (tmp_path / "her2st_nested.png").stat().st_size > 10_000
+
+    ev = pd.read_csv(RESULTS / "her2st_nested.csv")
+    # every scored section was evaluated under every candidate rule, and outer folds cover all 8 sections
+    assert ev.groupby(["method", "model", "section", "seed"])["rule"].nunique().eq(ev["rule"].nunique()).all()
+    assert sorted(ev.loc[ev["kind"] == "outer", "section"].unique()) == ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
+    # an inner fold never scores the outer section: pair models score only the two sections they left out
+    pairs = ev[ev["kind"] == "pair"]
+    assert all(s in m.split("+") for m, s in zip(pairs["model"], pairs["section"], strict=True))

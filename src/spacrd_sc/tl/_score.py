@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
@@ -16,7 +16,7 @@ from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
 from ..model._io import package_version
 from ._inputs import FeatureSpec, check_var_names, model_arrays
-from ._threshold import gmm_threshold
+from ._threshold import call_sections, check_rule, source_share_of, threshold_uns
 
 
 @inject_docs
@@ -25,7 +25,7 @@ def cancer_score(
     model: SpaCRD,
     *,
     key_added: str = SCORE_KEY,
-    threshold: Literal["gmm"] | float = "gmm",
+    threshold: str | float = "gmm",
     library_key: str | None = None,
     neighbors_key: str | None = None,
     layer: str | None = None,
@@ -53,8 +53,12 @@ def cancer_score(
         Name the written keys derive from (:class:`spacrd_sc._constants.Key`): ``obs[f"{key_added}_score"]``,
         ``obs[f"{key_added}_cancer"]``, ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
     threshold
-        ``"gmm"``: fit a 2-component Gaussian mixture to each section's scores and cut where the weighted
-        components cross. A float: a fixed threshold on the score.
+        Label-free rule that turns each section's scores into calls (see ``spacrd_sc.tl._threshold``):
+        ``"gmm"`` (2-component Gaussian mixture on the scores, cut where the weighted components cross),
+        ``"gmm_logit"`` (the same on logit-scale scores), ``"half"`` (score ≥ 0.5), ``"prior"`` (EM
+        re-estimate of the section's cancer share from the training share, Saerens et al. 2002, then a 0.5
+        cut on the adjusted posteriors), or any of these with ``"_smooth"`` appended (applied to the mean
+        score of each spot and its graph neighbours). A number: a fixed threshold on the score.
     library_key
         ``obs`` column of sections when ``data`` holds several; scaling and the GMM threshold are per section.
         Default: the model's library key when that column exists in ``obs``, else one section.
@@ -78,19 +82,23 @@ def cancer_score(
     ``obs[f"{key_added}_score"]``
         float32 cancer likelihood in [0, 1].
     ``obs[f"{key_added}_cancer"]``
-        bool, score ≥ threshold.
+        bool, the call of the ``threshold`` rule (score, or smoothed score for ``*_smooth``, ≥ threshold).
     ``obsm[f"X_{key_added}"]``
         float32 (n_spots, 512) fused embedding.
     ``uns[key_added]``
-        ``"params"`` (settings, mode, gene overlap), ``"threshold"`` (float, or a dict per section) and
-        ``"gmm"`` (fitted means, sds, weights per section, when ``threshold="gmm"``).
+        ``"params"`` (settings, mode, gene overlap; ``"threshold"`` is the rule), ``"threshold"`` (float, or
+        a dict per section), ``"called_share"`` (share of spots called cancer), ``"gmm"`` (fitted means, sds,
+        weights, for the GMM rules) and ``"cancer_share"`` (EM estimate of the section's cancer share, for
+        the ``"prior"`` rules); each per section when ``library_key`` is set.
     """
     adata = _get_table(data, table_key)
     if adata.n_obs == 0:
         raise ValueError("The table has no spots.")
     if not model.is_fitted:
         raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
-    _check_threshold(threshold)
+    check_rule(threshold)
+    if str(threshold).startswith("prior") and source_share_of(model) is None:
+        raise ValueError(f"threshold={threshold!r} needs the training cancer share, which this model did not record.")
     check_var_names(adata)
     overlap = int(adata.var_names.isin(model.genes).sum())
     frac = overlap / len(model.genes)
@@ -119,7 +127,12 @@ def cancer_score(
     scores = pred.proba.astype(np.float32)
     sections = arrays.sections
     names = adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
-    calls, thresholds, gmms = _call_cancer(scores, sections, names, threshold, seed=seed)
+    # Label-free calls (the `threshold` rule; logic in _threshold.py).
+    smooth = isinstance(threshold, str) and threshold.endswith("_smooth")
+    conn = adata.obsp[f"{spec.neighbors_key}_connectivities"] if smooth else None
+    calls, call_infos = call_sections(
+        scores, sections, names, threshold, source_share=source_share_of(model), connectivities=conn, seed=seed
+    )
 
     score_col, call_col, emb_key = Key.score(key_added), Key.call(key_added), Key.embedding(key_added)
     for where, key in (("obs", score_col), ("obs", call_col), ("obsm", emb_key), ("uns", key_added)):
@@ -129,7 +142,7 @@ def cancer_score(
     adata.obsm[emb_key] = pred.embedding.astype(np.float32)
     uns: dict[str, Any] = {
         "params": {
-            "threshold": threshold if threshold == "gmm" else float(threshold),
+            "threshold": threshold if isinstance(threshold, str) else float(threshold),
             "library_key": library_key,
             "neighbors_key": spec.neighbors_key,
             "layer": spec.layer,
@@ -141,38 +154,9 @@ def cancer_score(
             "n_genes_absent": arrays.n_missing,
             "spacrd_sc_version": package_version(),
         },
-        "threshold": thresholds["all"] if library_key is None else thresholds,
+        **threshold_uns(call_infos, per_section=library_key is not None),
     }
-    if gmms:
-        uns["gmm"] = gmms["all"] if library_key is None else gmms
     # anndata cannot write None into uns
     uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
     adata.uns[key_added] = uns
     return adata if copy else None
-
-
-# ---------------------------------------------------------------------- threshold rules (one place)
-def _check_threshold(threshold: Any) -> None:
-    """Reject an unknown threshold rule before any work starts."""
-    if not (threshold == "gmm" or isinstance(threshold, int | float)):
-        raise ValueError(f"threshold must be 'gmm' or a number, got {threshold!r}.")
-
-
-def _call_cancer(
-    scores: np.ndarray, sections: np.ndarray, names: np.ndarray, threshold: Any, *, seed: int
-) -> tuple[np.ndarray, dict[str, float], dict[str, Any]]:
-    """Boolean calls, the threshold of each section (by name) and the fitted GMMs (``"gmm"`` rule only)."""
-    calls = np.zeros(scores.shape[0], dtype=bool)
-    thresholds: dict[str, float] = {}
-    gmms: dict[str, Any] = {}
-    for s in np.unique(sections):
-        m = sections == s
-        name = str(names[m][0])
-        if threshold == "gmm":
-            t, info = gmm_threshold(scores[m], seed=seed)
-            gmms[name] = info
-        else:
-            t = float(threshold)
-        thresholds[name] = t
-        calls[m] = scores[m] >= t
-    return calls, thresholds, gmms

@@ -1,0 +1,136 @@
+"""Per-spot scores for nested leave-one-section-out CV on the 8 labelled her2st sections.
+
+Two kinds of model, each trained exactly as in ``her2st_loo.py`` (same genes rule, same baselines):
+
+* **pair** models: for each of the 28 pairs ``{S, T}`` of sections, one model trained on the other 6 sections
+  scores both ``S`` and ``T``. The pair model without ``{T, S}`` serves the inner fold ``S`` of outer fold
+  ``T`` (and the inner fold ``T`` of outer fold ``S``): 28 fits give all 8 × 7 inner folds.
+* **outer** models (baselines only): trained on the 7 sections other than ``T``, scoring ``T``. SpaCRD's outer
+  scores come from the committed LOO run (``her2st_loo_scores.csv.gz``, seeds 1–4).
+
+Rows are appended to ``results/her2st_pairs_scores.csv.gz`` after every fit; fits already in the file are
+skipped, so the script can be stopped and rerun (several passes). No held-out label is used to train, choose
+genes or normalise; labels are stored only for evaluation (``her2st_nested.py``).
+
+    nohup nice -n 10 python benchmarks/her2st_pairs.py > /tmp/pairs.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import _baselines as bl  # noqa: E402  (run as a script from the repository root or benchmarks/)
+import anndata as ad
+import numpy as np
+import pandas as pd
+from her2st_loo import RESULTS, SECTIONS, default_data_dir, load_sections
+
+import spacrd_sc as sc_crd
+from spacrd_sc.tl import _inputs
+
+OUT = RESULTS / "her2st_pairs_scores.csv.gz"
+PAIRS = [tuple(p) for p in itertools.combinations(SECTIONS, 2)]
+BASELINE_PLAN = {"LogReg (z + smoothing)": bl.logreg, "LightGBM (z + smoothing)": bl.lightgbm}
+#: Work order: cheap fits first, so a cut-short run still completes the nested CV of the cheap methods.
+PLAN = [
+    ("LogReg (z + smoothing)", "outer"),
+    ("LogReg (z + smoothing)", "pair"),
+    ("SpaCRD", "pair"),
+    ("LightGBM (z + smoothing)", "outer"),
+    ("LightGBM (z + smoothing)", "pair"),
+]
+
+
+def model_name(held_out: tuple[str, ...]) -> str:
+    return "+".join(held_out)
+
+
+def split(secs: dict[str, ad.AnnData], held_out: tuple[str, ...]) -> tuple[ad.AnnData, list[str]]:
+    """Sources (every section not held out, ``obs["section"]``) and the 3000 genes chosen on them."""
+    sources = ad.concat(
+        {s: a for s, a in secs.items() if s not in held_out}, label="section", join="inner", pairwise=True
+    )
+    shared = set.intersection(*(set(secs[s].var_names) for s in held_out))
+    restrict = [g for g in secs[held_out[0]].var_names if g in shared]
+    genes = _inputs.select_genes(sources, layer=None, library_key="section", n_top_genes=3000, restrict_to=restrict)
+    return sources, genes
+
+
+def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -> list[pd.DataFrame]:
+    sources, genes = split(secs, held_out)
+    ys = sources.obs["cancer"].to_numpy().astype(int)
+    share = float(ys.mean())
+    out = {}
+    t0 = time.perf_counter()
+    if method == "SpaCRD":
+        model = sc_crd.tl.align(sources, image_key=None, genes=genes, seed=seed, progress_bar=False, device="cpu")
+        sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu")
+        fus = model.training_params["fusion"]
+        share = fus["n_cancer"] / fus["n_spots"]
+        for s in held_out:
+            t = secs[s].copy()
+            sc_crd.tl.cancer_score(t, model)
+            out[s] = t.obs["spacrd_score"].to_numpy()
+    else:
+        # One fit (and one inner CV of its hyperparameter) serves both held-out sections; each section's
+        # features are still scaled on its own values.
+        Xs = bl.smooth(sources, bl.features(sources, genes, library_key="section", scaling="standard"))
+        Xts = [bl.smooth(secs[s], bl.features(secs[s], genes, library_key=None, scaling="standard")) for s in held_out]
+        scores, _ = BASELINE_PLAN[method](Xs, ys, _inputs.section_codes(sources, "section"), np.vstack(Xts), seed=seed)
+        out = dict(zip(held_out, np.split(scores, np.cumsum([len(x) for x in Xts])[:-1]), strict=True))
+    seconds = time.perf_counter() - t0
+    frames = []
+    for s, scores in out.items():
+        t = secs[s]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": method,
+                    "model": model_name(held_out),
+                    "kind": "pair" if len(held_out) == 2 else "outer",
+                    "section": s,
+                    "seed": seed,
+                    "spot": t.obs_names,
+                    "pathology": t.obs["pathology"].to_numpy(),
+                    "score": np.asarray(scores, dtype=np.float64),
+                    "source_share": share,
+                    "seconds": seconds,
+                }
+            )
+        )
+    logging.info("%s %s: %.1f s", method, model_name(held_out), seconds)
+    return frames
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", nargs="*", default=None, help="restrict to these methods")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("spacrd_sc").setLevel(logging.WARNING)
+    out = Path(args.out)
+    have = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["method", "model"])
+    done = set(zip(have["method"], have["model"], strict=True))
+    secs = load_sections(str(args.data_dir or default_data_dir()))
+    frames = [have] if len(have) else []
+    for method, kind in PLAN:
+        if args.methods and method not in args.methods:
+            continue
+        for held_out in PAIRS if kind == "pair" else [(s,) for s in SECTIONS]:
+            if (method, model_name(held_out)) in done:
+                continue
+            frames += fit_and_score(secs, method, held_out)
+            tmp = out.with_name(out.name + ".tmp.csv.gz")
+            pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.10g")
+            tmp.replace(out)  # atomic: an interrupted write never corrupts the file
+    logging.info("all fits done")
+
+
+if __name__ == "__main__":
+    main()
