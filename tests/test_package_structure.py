@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 from types import FunctionType
 
 import pytest
@@ -110,3 +112,81 @@ def test_import_is_light():
 
 def test_version():
     assert isinstance(sc_crd.__version__, str) and sc_crd.__version__
+
+
+# ---------------------------------------------------------------------- import rules (docs/contributing.md)
+#: Which subpackages each subpackage may import, through their public namespaces only. Package-level
+#: ``_*.py`` seams are open to every subpackage except ``model`` (torch only), which may use the names below.
+ALLOWED = {
+    "io": set(),
+    "pp": {"io"},
+    "tl": {"model"},
+    "pl": {"model"},
+    "datasets": {"io", "model", "tl"},
+    "model": set(),
+}
+MODEL_MAY_USE = {"_logging", "_utils", "__version__"}
+ANNDATA_FACING = {"anndata", "spatialdata", "spatialdata_io", "scanpy", "squidpy"}
+PACKAGE_ROOT = Path(sc_crd.__file__).parent
+
+
+def _imports(path: Path, root: Path):
+    """``(line, dotted name)`` of every import of a module under ``root``; relative imports resolved, and
+    ``from X import y`` given as ``X.y``."""
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    package = parts[:-1]  # the package a relative import starts from (also right for __init__.py)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            yield from ((node.lineno, f"{mod}.{a.name}") for a in node.names)
+        elif isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+
+
+def import_violations(path: Path, root: Path = PACKAGE_ROOT) -> list[str]:
+    """Imports of one module that break the layering rules (empty list when it keeps them)."""
+    own = path.relative_to(root).parts[0]
+    bad = []
+    for line, name in _imports(path, root):
+        parts = name.split(".")
+        where = f"{path.relative_to(root)}:{line}: {name}"
+        if own == "model" and parts[0] in ANNDATA_FACING:
+            bad.append(f"{where} (the torch model never imports AnnData-facing libraries)")
+        if parts[0] != root.name or len(parts) < 2 or parts[1] == own:
+            continue
+        if own == "model" and parts[1] not in MODEL_MAY_USE:
+            bad.append(f"{where} (model may import only {sorted(MODEL_MAY_USE)} of the package)")
+        elif own in ALLOWED and parts[1] in ALLOWED:
+            if parts[1] not in ALLOWED[own]:
+                bad.append(f"{where} ({own} may not import {parts[1]})")
+            elif len(parts) > 2 and parts[2].startswith("_"):
+                bad.append(f"{where} (private module of {parts[1]})")
+    return bad
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE_ROOT.rglob("*.py") if p.parent != PACKAGE_ROOT),
+    ids=lambda p: str(p.relative_to(PACKAGE_ROOT)),
+)
+def test_import_rules(path):
+    """Subpackages import each other only through public namespaces and along the allowed arrows; the torch
+    model imports no AnnData-facing library and nothing of the package but the logger, utils and version."""
+    assert import_violations(path) == []
+
+
+def test_import_rules_catch_violations(tmp_path):
+    pkg = tmp_path / "spacrd_sc"
+    for sub in ("tl", "model", "io"):
+        (pkg / sub).mkdir(parents=True)
+    (pkg / "tl" / "_x.py").write_text(
+        "from ..model._io import save_model\nfrom ..io import visium\nfrom ..model import SpaCRD\n"
+    )
+    (pkg / "model" / "_y.py").write_text("import anndata\nfrom ..tl import align\nfrom .. import __version__\n")
+    (pkg / "io" / "_z.py").write_text("from .._spatial import spot_geometry\nfrom . import _tenx\n")
+    tl_bad = import_violations(pkg / "tl" / "_x.py", pkg)
+    assert [b.split(" (")[1] for b in tl_bad] == ["private module of model)", "tl may not import io)"]
+    model_bad = import_violations(pkg / "model" / "_y.py", pkg)
+    assert len(model_bad) == 2 and "anndata" in model_bad[0] and "spacrd_sc.tl.align" in model_bad[1]
+    assert import_violations(pkg / "io" / "_z.py", pkg) == []

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from .._constants import LABEL_KEY, LIBRARY_KEY
 from .._docs import inject_docs
 from .._logging import logger
@@ -115,7 +116,6 @@ def her2st_model(
     """
     from .. import tl
     from ..model import SpaCRD
-    from ..model._io import package_version
 
     if genes is not None:
         if isinstance(genes, str):
@@ -127,7 +127,7 @@ def her2st_model(
         raise ValueError(f"epochs must be an integer >= 2 (or None for the defaults), got {epochs!r}.")
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
-    folder = root / _cache_key(genes, seed, package_version(), epochs)
+    folder = root / _cache_key(genes, seed, __version__, epochs)
     if (folder / "config.json").is_file():
         logger.info("her2st model loaded from the cache %s.", folder)
         model = SpaCRD.load(folder, device=device)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from ._backbones import BackboneSpec, available_backbones, build_backbone, get_backbone_spec
 from ._config import ModelConfig
 from ._spacrd import NotFittedError, Prediction, SpaCRD
 
-__all__ = ["ModelConfig", "NotFittedError", "Prediction", "SpaCRD"]
+__all__ = [
+    "BackboneSpec",
+    "ModelConfig",
+    "NotFittedError",
+    "Prediction",
+    "SpaCRD",
+    "available_backbones",
+    "build_backbone",
+    "get_backbone_spec",
+]

@@ -19,20 +19,13 @@ from typing import Any
 
 import torch
 
+from .. import __version__
+from .._logging import logger
+
 FORMAT_NAME = "spacrd_sc.SpaCRD"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def package_version() -> str:
-    """Installed version of ``spacrd_sc`` (``"unknown"`` from a bare source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("spacrd_sc")
-    except PackageNotFoundError:  # pragma: no cover
-        return "unknown"
 
 
 def _sha256(path: Path) -> str:
@@ -74,7 +67,7 @@ def write_model_dir(
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "package_version": package_version(),
+        "package_version": __version__,
         **meta,
         "weights_sha256": _sha256(weights),
         "weights": {k: list(v.shape) for k, v in tensors.items()},
@@ -175,8 +168,6 @@ def key_mismatch(found: Mapping[str, Any], expected: Mapping[str, Any], labels: 
 
 def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`)."""
-    from .._logging import logger
-
     meta = {
         "config": model.config,
         "preprocessing": model.preprocessing,
@@ -195,7 +186,6 @@ def load_model(cls: type, path: str | os.PathLike, *, device: str) -> Any:
     """Rebuild a :class:`~spacrd_sc.model.SpaCRD` from directory ``path`` onto ``device`` (body of
     :meth:`SpaCRD.load`); format-1 folders from every earlier version load unchanged.
     """
-    from .._logging import logger
     from ._config import ModelConfig
 
     meta = read_config(path)
@@ -217,6 +207,6 @@ def load_model(cls: type, path: str | os.PathLike, *, device: str) -> Any:
     model.history = {k: [float(x) for x in v] for k, v in meta.get("history", {}).items()}
     model.training_params = meta.get("training_params", {})
     saved = meta.get("package_version")
-    if saved != package_version():
-        logger.info("SpaCRD at %s was saved by spacrd_sc %s (running %s).", path, saved, package_version())
+    if saved != __version__:
+        logger.info("SpaCRD at %s was saved by spacrd_sc %s (running %s).", path, saved, __version__)
     return model

@@ -11,7 +11,7 @@ import numpy as np
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
 from .._logging import logger
 from .._utils import _get_table, _resolve_device
-from ..model._backbones import build_backbone, get_backbone_spec
+from ..model import build_backbone, get_backbone_spec
 
 if TYPE_CHECKING:
     import os

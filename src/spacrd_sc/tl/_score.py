@@ -9,12 +9,12 @@ import numpy as np
 from anndata import AnnData
 from spatialdata import SpatialData
 
+from .. import __version__
 from .._constants import SCORE_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
-from ..model._io import package_version
 from ._inputs import FeatureSpec, check_var_names, model_arrays
 from ._threshold import call_sections, check_rule, source_share_of, threshold_uns
 
@@ -152,7 +152,7 @@ def cancer_score(
             "mode": model.mode_description,
             "n_model_genes": len(model.genes),
             "n_genes_absent": arrays.n_missing,
-            "spacrd_sc_version": package_version(),
+            "spacrd_sc_version": __version__,
         },
         **threshold_uns(call_infos, per_section=library_key is not None),
     }
