@@ -1,8 +1,9 @@
-"""End to end per platform: a 10x reader's output through pp, tl and squidpy, as a user chains them.
+"""End to end per platform: each reader's output through pp, tl and squidpy, as a user chains them.
 
-Every chain runs on a realistic 10x-format folder written by ``_helpers.tenx`` (real her2st gene symbols, a
-stained tissue on white glass) and is scored with a small model trained on labelled her2st sections
-restricted to the genes the folders carry. No step may emit a user-visible warning.
+Every 10x chain runs on a realistic 10x-format folder written by ``_helpers.tenx`` (real her2st gene symbols,
+a stained tissue on white glass); the legacy ST chain runs on the real her2st section B4 and its H&E. All are
+scored with a small model trained on labelled her2st sections restricted to the genes the folders carry. No
+step may emit a user-visible warning.
 """
 
 from __future__ import annotations
@@ -159,3 +160,34 @@ def test_xenium_imageless(tmp_path: Path, her2st_model) -> None:
     with no_user_warnings():
         sdata = sc_crd.io.xenium(fx.path, bin_size_um=40)
     _chain_imageless(sdata, her2st_model)
+
+
+# ------------------------------------------------------------------------------------------------ legacy ST
+def test_legacy_st_chain(her2st_dir: Path, her2st_model) -> None:
+    """The real her2st section B4 (unlabelled, never trained on) read from its files with its H&E photograph."""
+    root = her2st_dir / "data"
+    image = next((root / "ST-imgs" / "B" / "B4").glob("*.jpg"))
+    with no_user_warnings():
+        sdata = sc_crd.io.legacy_st(root / "ST-cnts" / "B4.tsv.gz", root / "ST-spotfiles" / "B4_selection.tsv", image)
+    target = sdata.tables["table"]
+    sdata.tables["table"] = target = target[:: max(1, target.n_obs // 120)].copy()  # ~120 spots keep it quick
+    with no_user_warnings():
+        patches = sc_crd.pp.spot_patches(sdata, size=32)
+        sc_crd.tl.extract_uni(sdata, **BACKBONE, **FAST)
+        sq.gr.spatial_neighbors_knn(target, n_neighs=6)
+        sc_crd.tl.cancer_score(target, her2st_model)
+        sq.pl.spatial_scatter(target, color="spacrd_score")
+    assert patches.shape == (target.n_obs, 32, 32, 3) and patches.dtype == np.uint8
+    # spots sit on eosin-stained tissue: pink (red above green), darker than the photograph's bright glass
+    assert patches[..., 0].mean() > patches[..., 1].mean() + 10
+    assert target.uns["X_uni"]["params"]["image_key"] == target.uns["spatial"]["B4"]["metadata"]["image_key"]
+    assert 100 < target.uns["X_uni"]["params"]["diameter_px"] < 200  # a 100 µm spot in the full-resolution photo
+    assert target.obsm["X_uni"].shape == (target.n_obs, 512) and np.isfinite(target.obsm["X_uni"]).all()
+    score = target.obs["spacrd_score"].to_numpy()
+    assert np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all()
+    assert target.uns["spacrd"]["params"]["n_genes_absent"] == 0
+    fig = plt.gcf()
+    ax = next(a for a in fig.axes if a.collections)
+    assert ax.images, "the H&E is not drawn under the spots"
+    assert _points(ax) == target.n_obs
+    plt.close(fig)
