@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._constants import TABLE_KEY
 from ._logging import logger
@@ -55,3 +55,18 @@ def _warn_overwrite(adata: AnnData, where: str, key: str) -> None:
     """Log a warning when ``adata.<where>[key]`` exists and is about to be replaced (nothing is replaced silently)."""
     if key in getattr(adata, where):
         logger.warning("Overwriting adata.%s[%r].", where, key)
+
+
+def _progress(iterable: Any = None, **kwargs: Any) -> Any:
+    """A ``tqdm`` bar: the notebook widget where ipywidgets is installed, the text bar otherwise.
+
+    ``tqdm.auto`` in a notebook without ipywidgets warns "IProgress not found" on every bar; the text bar
+    renders fine there, so it is used instead.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(iterable, **kwargs)

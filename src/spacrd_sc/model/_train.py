@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import trange
 
 from .._logging import logger
+from .._utils import _progress
 from ._data import epoch_batches, local_clusters, neighbourhood_mean, neighbourhood_tokens
 from ._modules import SpaCRDNet, info_nce
 
@@ -53,7 +53,7 @@ def autocast(device: str, amp: bool) -> contextlib.AbstractContextManager:
 
 
 def _bar(epochs: int, desc: str, progress_bar: bool):
-    return trange(epochs, desc=desc, disable=not progress_bar, leave=False)
+    return _progress(range(epochs), desc=desc, disable=not progress_bar, leave=False)
 
 
 def train_alignment(

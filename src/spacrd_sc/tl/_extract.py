@@ -10,7 +10,7 @@ import numpy as np
 
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
 from .._logging import logger
-from .._utils import _get_table, _resolve_device
+from .._utils import _get_table, _progress, _resolve_device
 from ..model import build_backbone, get_backbone_spec
 
 if TYPE_CHECKING:
@@ -226,13 +226,11 @@ def extract_uni(
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
     autocast = torch.autocast(device_type="cuda" if on_cuda else "cpu", dtype=amp_dtype, enabled=amp_dtype is not None)
 
-    from tqdm.auto import tqdm
-
     n = table.n_obs
     feats = np.empty((n, int(spec.dim)), dtype=np.float32)
     start, t0 = 0, time.perf_counter()
     with torch.inference_mode(), autocast:
-        for batch in tqdm(loader, total=len(loader), disable=not progress_bar, desc=f"{spec.name} features"):
+        for batch in _progress(loader, total=len(loader), disable=not progress_bar, desc=f"{spec.name} features"):
             out = model(_to_model_input(batch, mean, std, dev))
             k = out.shape[0]
             feats[start : start + k] = out.float().cpu().numpy()
