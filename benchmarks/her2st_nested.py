@@ -247,14 +247,15 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         "",
         md(summary),
         "",
-        "Every method with outer scores, at the `gmm` rule (the current default; no selection):",
+        "Every method with outer scores, at the `gmm` rule (the current default; no selection), mean over the "
+        "outer sections it has scores for (`sections`; fewer than 8 means a partial run, not comparable):",
         "",
         md(
             ev[(ev.kind == "outer") & (ev.rule == "gmm")]
             .groupby(["method", "section"])[["auc", "f1"]]
             .mean()
             .groupby("method")
-            .mean()
+            .agg(auc=("auc", "mean"), f1=("f1", "mean"), sections=("auc", "size"))
         ),
         "",
         "Chosen rule per outer fold:",
