@@ -41,8 +41,8 @@ def main() -> None:
         {s: a for s, a in secs.items() if s != args.target}, label="section", join="inner", index_unique="-"
     )
     target = secs[args.target]
-    sq.gr.spatial_neighbors(sources, library_key="section", n_neighs=6, coord_type="generic")
-    sq.gr.spatial_neighbors(target, n_neighs=6, coord_type="generic")
+    sq.gr.spatial_neighbors_knn(sources, library_key="section", n_neighs=6)
+    sq.gr.spatial_neighbors_knn(target, n_neighs=6)
 
     rows = []
     for r in range(args.repeats):

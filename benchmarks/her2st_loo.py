@@ -60,7 +60,7 @@ def load_sections(data_dir: str | None) -> dict[str, ad.AnnData]:
             var=pd.DataFrame(index=a.var_names),
             obsm={"spatial": np.asarray(a.obsm["spatial"])},
         )
-        sq.gr.spatial_neighbors(a, n_neighs=6, coord_type="generic")
+        sq.gr.spatial_neighbors_knn(a, n_neighs=6)
         out[s] = a
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -65,6 +66,16 @@ def test_geojson_in_image_frame(a1, drawing, tmp_path):
     assert list(out.obs["drawn"].cat.categories) == ["Tumor", "Stroma", "unannotated"]
     assert out.uns["drawn"]["n_inside"] == block.sum()
     assert "drawn" not in a1.tables["table"].obs  # copy=True
+
+
+def test_relabelling_warns_before_overwriting(a1, drawing, caplog):
+    doc, block, inner_row = drawing
+    polys = sc_crd.io.annotations(doc, scale=SCALE)
+    out = sc_crd.pp.annotate_spots(a1, polys, key_added="drawn", copy=True)
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        sc_crd.pp.annotate_spots(out, polys, key_added="drawn", outside="none")
+    assert "Overwriting adata.obs['drawn']" in caplog.text and "Overwriting adata.uns['drawn']" in caplog.text
+    np.testing.assert_array_equal(out.obs["drawn"].to_numpy().astype(object), expected(block, inner_row, "none"))
 
 
 def test_named_coordinate_system_and_shapes_element(a1, drawing):

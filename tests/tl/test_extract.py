@@ -136,7 +136,7 @@ def test_extract_copy_and_overwrite_warning(sdata, caplog):
     table.obsm["X_img"] = np.zeros((table.n_obs, 3), dtype=np.float32)
     with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
         extract_uni(sdata, key_added="X_img", **kw)
-    assert "obsm['X_img'] already exists" in caplog.text
+    assert "Overwriting adata.obsm['X_img']" in caplog.text
     assert table.obsm["X_img"].shape == (table.n_obs, 512)
 
 

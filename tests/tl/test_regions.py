@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anndata as ad
@@ -77,6 +78,18 @@ def test_min_region_size_and_width():
     wide = (out.obs["spacrd_region"] == "boundary").sum()
     sc_crd.tl.tumour_regions(a, um_per_px=10.0, min_region_size=1)
     assert wide > (a.obs["spacrd_region"] == "boundary").sum()
+
+
+def test_rerun_warns_before_overwriting(caplog):
+    a = grid_section()
+    sc_crd.tl.tumour_regions(a, um_per_px=10.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        sc_crd.tl.tumour_regions(a, um_per_px=10.0, min_region_size=1)
+    for where, key in [("obs", "spacrd_region"), ("obs", "spacrd_region_distance_um"), ("obs", "spacrd_region_id")]:
+        assert f"Overwriting adata.{where}[{key!r}]" in caplog.text
+    assert "Overwriting adata.uns['spacrd_region']" in caplog.text
+    assert a.uns["spacrd_region"]["params"]["min_region_size"] == 1
 
 
 def test_threshold_and_um_per_px_from_scalefactors():

@@ -12,7 +12,7 @@ import pandas as pd
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._logging import logger
-from .._utils import _get_table
+from .._utils import _get_table, _warn_overwrite
 from ..io import annotations as read_annotations
 
 if TYPE_CHECKING:
@@ -174,6 +174,8 @@ def annotate_spots(
     categories = classes + ([outside] if outside is not None and outside not in classes else [])
     if copy:
         adata = adata.copy()
+    for where in ("obs", "uns"):
+        _warn_overwrite(adata, where, key_added)
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
     params = {"class_key": class_key, "outside": outside, "coordinate_system": coordinate_system}
     adata.uns[key_added] = {"params": {k: v for k, v in params.items() if v is not None}, "n_inside": len(best)}

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
 from .._logging import logger
-from .._utils import _get_table, _progress, _resolve_device
+from .._utils import _get_table, _progress, _resolve_device, _warn_overwrite
 from ..model import build_backbone, get_backbone_spec
 
 if TYPE_CHECKING:
@@ -248,8 +248,7 @@ def extract_uni(
 
     # ---- write
     adata = table.copy() if copy else table
-    if key_added in adata.obsm:
-        logger.warning("obsm[%r] already exists and is overwritten with the %r features.", key_added, spec.name)
+    _warn_overwrite(adata, "obsm", key_added)
     adata.obsm[key_added] = feats
     diameter = getattr(reader, "diameter_px", None)
     params: dict[str, Any] = {
@@ -266,7 +265,6 @@ def extract_uni(
         "device": dev,
         "batch_size": int(batch_size),
     }
-    if key_added in adata.uns:
-        logger.warning("uns[%r] already exists and is overwritten.", key_added)
+    _warn_overwrite(adata, "uns", key_added)
     adata.uns[key_added] = {"params": params}
     return adata if copy else None

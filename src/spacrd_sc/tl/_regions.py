@@ -11,7 +11,7 @@ import pandas as pd
 from .._constants import SPATIAL_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
-from .._utils import _get_table
+from .._utils import _get_table, _warn_overwrite
 from ._evaluate import _calls
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def _adjacency(adata: AnnData, neighbors_key: str) -> sparse.csr_matrix:
     if key not in adata.obsp:
         raise KeyError(
             f"adata.obsp[{key!r}] is missing; build the spot graph first, e.g. "
-            "`squidpy.gr.spatial_neighbors(adata, n_neighs=6, coord_type='generic')`."
+            "`squidpy.gr.spatial_neighbors_knn(adata, n_neighs=6)`."
         )
     a = sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
     a = ((a + a.T) > 0).astype(np.int64).tocsr()
@@ -247,6 +247,10 @@ def tumour_regions(
         boundary |= (adj @ boundary.astype(np.int64)) > 0
 
     labels = np.where(boundary, "boundary", np.where(called, "tumour", "non-tumour"))
+    for key in (key_added, f"{key_added}_distance_um", f"{key_added}_id"):
+        _warn_overwrite(adata, "obs", key)
+    for key in (key_added, f"{key_added}_colors"):
+        _warn_overwrite(adata, "uns", key)
     adata.obs[key_added] = pd.Categorical(labels, categories=list(REGION_CATEGORIES))
     adata.obs[f"{key_added}_distance_um"] = distance
     adata.obs[f"{key_added}_id"] = region
