@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
-from spatialdata import SpatialData
 
 from .._constants import PATHOLOGY_KEY, TABLE_KEY, Key
 from .._logging import logger
 from .._utils import _get_table
 
 if TYPE_CHECKING:
+    from anndata import AnnData
     from matplotlib.axes import Axes
+    from spatialdata import SpatialData
 
     from ..model import SpaCRD
 
