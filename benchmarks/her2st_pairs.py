@@ -5,8 +5,9 @@ Two kinds of model, each trained exactly as in ``her2st_loo.py`` (same genes rul
 * **pair** models: for each of the 28 pairs ``{S, T}`` of sections, one model trained on the other 6 sections
   scores both ``S`` and ``T``. The pair model without ``{T, S}`` serves the inner fold ``S`` of outer fold
   ``T`` (and the inner fold ``T`` of outer fold ``S``): 28 fits give all 8 × 7 inner folds.
-* **outer** models (baselines only): trained on the 7 sections other than ``T``, scoring ``T``. SpaCRD's outer
-  scores come from the committed LOO run (``her2st_loo_scores.csv.gz``, seeds 1–4).
+* **outer** models (baselines and SpaCRD setting candidates): trained on the 7 sections other than ``T``, scoring
+  ``T``. The default SpaCRD's outer scores come from the committed LOO run (``her2st_loo_scores.csv.gz``,
+  seeds 1–4); a candidate setting's outer models use seed 0, like every pair model.
 
 Rows are appended to ``results/her2st_pairs_scores.csv.gz`` after every fit; fits already in the file are
 skipped, so the script can be stopped and rerun (several passes). No held-out label is used to train, choose
@@ -35,11 +36,17 @@ from spacrd_sc.tl import _inputs
 OUT = RESULTS / "her2st_pairs_scores.csv.gz"
 PAIRS = [tuple(p) for p in itertools.combinations(SECTIONS, 2)]
 BASELINE_PLAN = {"LogReg (z + smoothing)": bl.logreg, "LightGBM (z + smoothing)": bl.lightgbm}
+#: SpaCRD settings compared by nested CV (keyword arguments of ``tl.align``; the package defaults first). Candidate
+#: "no scaling": log-normalised expression without per-section z-scaling, the hypothesis of ``her2st_failures.md``
+#: that centring each gene on a tumour-dominated section removes part of the tumour signal.
+SPACRD_SETTINGS: dict[str, dict] = {"SpaCRD": {}, "SpaCRD (no scaling)": {"scaling": "none"}}
 #: Work order: cheap fits first, so a cut-short run still completes the nested CV of the cheap methods.
 PLAN = [
     ("LogReg (z + smoothing)", "outer"),
     ("LogReg (z + smoothing)", "pair"),
     ("SpaCRD", "pair"),
+    ("SpaCRD (no scaling)", "pair"),
+    ("SpaCRD (no scaling)", "outer"),
     ("LightGBM (z + smoothing)", "outer"),
     ("LightGBM (z + smoothing)", "pair"),
 ]
@@ -66,8 +73,10 @@ def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -
     share = float(ys.mean())
     out = {}
     t0 = time.perf_counter()
-    if method == "SpaCRD":
-        model = sc_crd.tl.align(sources, image_key=None, genes=genes, seed=seed, progress_bar=False, device="cpu")
+    if method in SPACRD_SETTINGS:
+        model = sc_crd.tl.align(
+            sources, image_key=None, genes=genes, seed=seed, progress_bar=False, device="cpu", **SPACRD_SETTINGS[method]
+        )
         sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu")
         fus = model.training_params["fusion"]
         share = fus["n_cancer"] / fus["n_spots"]
