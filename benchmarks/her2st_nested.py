@@ -163,7 +163,7 @@ def figure(sel: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     paper = PAPER["methods"]["SpaCRD"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110)
     methods = [m for m in REPORTED if m in set(sel["method"])]
     width = 0.8 / (len(methods) + 1)
     x = np.arange(len(SECTIONS))
@@ -176,7 +176,7 @@ def figure(sel: pd.DataFrame, path: Path) -> None:
             x + len(methods) * width,
             [paper[s][metric] for s in SECTIONS],
             width,
-            label="SpaCRD paper (with H&E" + ("; prevalence threshold)" if metric == "f1" else ")"),
+            label="SpaCRD paper (with H&E; its F1 at a prevalence threshold)",
             hatch="//",
             edgecolor="black",
             alpha=0.6,
@@ -184,9 +184,10 @@ def figure(sel: pd.DataFrame, path: Path) -> None:
         ax.set_xticks(x + width * len(methods) / 2, SECTIONS)
         ax.set_ylim(0.4, 1.0)
         ax.set_ylabel(label)
-        ax.legend(fontsize=7, loc="lower left")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
     fig.suptitle("her2st held-out sections: ours (nested CV) beside the published SpaCRD values")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path)
 
 
