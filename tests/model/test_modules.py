@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from spacrd_sc.model._data import neighbourhood_tokens
-from spacrd_sc.model._modules import Fusion, MLPEncoder, SpaCRDNet, info_nce
+from spacrd_sc.model._modules import CrossAttentionBlock, Fusion, MLPEncoder, SpaCRDNet, info_nce
 
 
 def test_encoder_unit_norm_along_features():
@@ -15,24 +15,38 @@ def test_encoder_unit_norm_along_features():
     torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
 
 
+def test_attention_equals_multihead_attention_over_the_gathered_sequences():
+    # K/V projected once per distinct row and gathered == torch's attention over the full sequences
+    torch.manual_seed(0)
+    block = CrossAttentionBlock(16, 4).eval()
+    pool = torch.randn(6, 16)
+    inverse = torch.tensor([[0, 1, 2, 0], [3, 4, 5, 1], [2, 2, 5, 0]])
+    mask = torch.tensor([[False, False, False, True], [False] * 4, [False, True, False, False]])
+    query = torch.randn(3, 16)
+    seq = pool[inverse]
+    ref, _ = block.attn(query[:, None], seq, seq, key_padding_mask=mask, need_weights=False)
+    torch.testing.assert_close(block(query, pool, inverse, mask), block.norm(ref[:, 0]))
+
+
 def test_fusion_ignores_padded_tokens():
     torch.manual_seed(0)
     fusion = Fusion(8, 2, n_heads=2).eval()
-    img, gene = torch.randn(3, 4, 8), torch.randn(3, 4, 8)
+    img, gene = torch.randn(6, 8), torch.randn(6, 8)
+    inverse = torch.tensor([[0, 1, 0, 0], [2, 2, 3, 2], [4, 5, 1, 3]])
     mask = torch.tensor([[False, False, True, True], [False, True, False, True], [False] * 4])
-    h = fusion([img, gene], mask)
+    h = fusion([img, gene], inverse, mask)
     assert h.shape == (3, 8)
-    img2, gene2 = img.clone(), gene.clone()
-    img2[mask] = 100.0
-    gene2[mask] = -50.0
-    torch.testing.assert_close(fusion([img2, gene2], mask), h)
+    moved = torch.where(mask, torch.tensor(5), inverse)  # padding now points at another spot
+    torch.testing.assert_close(fusion([img, gene], moved, mask), h)
+    assert not torch.allclose(fusion([img, gene], moved, torch.zeros_like(mask)), h)
 
 
 def test_single_stream_and_concatenation_shapes():
-    tok = torch.randn(4, 7, 8)
+    tok = torch.randn(9, 8)
+    inverse = torch.randint(0, 9, (4, 7))
     mask = torch.zeros(4, 7, dtype=torch.bool)
-    assert Fusion(8, 1, n_heads=2)([tok], mask).shape == (4, 8)
-    assert Fusion(8, 2, n_heads=2, use_cross_attention=False)([tok, tok], mask).shape == (4, 8)
+    assert Fusion(8, 1, n_heads=2)([tok], inverse, mask).shape == (4, 8)
+    assert Fusion(8, 2, n_heads=2, use_cross_attention=False)([tok, tok], inverse, mask).shape == (4, 8)
 
 
 def test_net_head_shapes():

@@ -120,6 +120,11 @@ class CrossAttentionBlock(nn.Module):
     centre spot's query is computed: the block's output at the centre position does not depend on the
     other queries, so this is exactly the centre row of the full ``(T × T)`` attention.
 
+    Keys and values are projected once per distinct spot (a spot is a token of up to ``k + 1``
+    neighbourhoods in a batch) and gathered into the sequences afterwards: the same result as projecting
+    every sequence position, at ``1 / (k + 1)`` of the cost. The weights are those of
+    :class:`torch.nn.MultiheadAttention` (``attn``), so saved models keep their format.
+
     Parameters
     ----------
     embed_dim
@@ -135,10 +140,24 @@ class CrossAttentionBlock(nn.Module):
         self.attn = nn.MultiheadAttention(embed_dim, n_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(embed_dim)
 
-    def forward(self, query: torch.Tensor, tokens: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """Attend from ``query`` (B, D) over ``tokens`` (B, T, D); ``padding_mask`` (B, T): True = pad."""
-        out, _ = self.attn(query.unsqueeze(1), tokens, tokens, key_padding_mask=padding_mask, need_weights=False)
-        return self.norm(out.squeeze(1))
+    def forward(
+        self, query: torch.Tensor, tokens: torch.Tensor, inverse: torch.Tensor, padding_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Attend from ``query`` (B, D) over the sequences ``tokens[inverse]``.
+
+        ``tokens`` (U, D) holds each distinct spot once, ``inverse`` (B, T) the row of ``tokens`` at each
+        sequence position, ``padding_mask`` (B, T) True where a position is padding (ignored).
+        """
+        a = self.attn
+        d, h = a.embed_dim, a.num_heads
+        q = F.linear(query, a.in_proj_weight[:d], a.in_proj_bias[:d])
+        k, v = F.linear(tokens, a.in_proj_weight[d:], a.in_proj_bias[d:]).chunk(2, dim=-1)
+        b, t = inverse.shape
+        q = q.view(b, h, 1, d // h)
+        k, v = (x[inverse].view(b, t, h, d // h).transpose(1, 2) for x in (k, v))
+        keep = ~padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=a.dropout if self.training else 0.0)
+        return self.norm(a.out_proj(out.reshape(b, d)))
 
 
 class Fusion(nn.Module):
@@ -176,21 +195,30 @@ class Fusion(nn.Module):
         self.proj = nn.Linear(n_streams * embed_dim, embed_dim)
         self.norm = nn.LayerNorm(embed_dim)
 
-    def forward(self, streams: Sequence[torch.Tensor], padding_mask: torch.Tensor) -> torch.Tensor:
-        """``streams``: one or two ``(B, T, D)`` token tensors (image first); returns ``h*`` ``(B, D)``."""
+    def forward(
+        self, streams: Sequence[torch.Tensor], inverse: torch.Tensor, padding_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``h*`` ``(B, D)`` of B neighbourhoods.
+
+        ``streams``: one or two ``(U, D)`` token tensors (image first), one row per distinct spot;
+        ``inverse`` ``(B, T)``: the row of each sequence position, position 0 the centre spot;
+        ``padding_mask`` ``(B, T)``: True where a position is padding (see
+        :func:`~spacrd_sc.model._data.neighbourhood_tokens`).
+        """
         if len(streams) != self.n_streams:
             raise ValueError(f"expected {self.n_streams} token streams, got {len(streams)}")
+        centre = inverse[:, 0]
         if not self.use_cross_attention:
-            parts = [s[:, 0] for s in streams]
+            parts = [s[centre] for s in streams]
         elif self.n_streams == 2:
             img, gene = streams
             parts = [
-                self.blocks[0](img[:, 0], gene, padding_mask),
-                self.blocks[1](gene[:, 0], img, padding_mask),
+                self.blocks[0](img[centre], gene, inverse, padding_mask),
+                self.blocks[1](gene[centre], img, inverse, padding_mask),
             ]
         else:
             (tok,) = streams
-            parts = [self.blocks[0](tok[:, 0], tok, padding_mask)]
+            parts = [self.blocks[0](tok[centre], tok, inverse, padding_mask)]
         return self.norm(self.proj(torch.cat(parts, dim=-1)))
 
 

@@ -106,13 +106,9 @@ def train_alignment(
 
 
 def _streams(net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor):
-    """Encode the unique rows a batch needs and gather them into ``(B, k+1, D)`` token streams."""
+    """Encode the distinct rows a batch of centre spots needs: ``(U, D)`` streams, ``inverse``, ``mask``."""
     unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-    streams = []
-    for enc, x in zip(net.encoders(), feats, strict=True):
-        tok = enc(x[unique])[inverse]
-        streams.append(tok.masked_fill(mask.unsqueeze(-1), 0.0))
-    return streams, mask
+    return [enc(x[unique]) for enc, x in zip(net.encoders(), feats, strict=True)], inverse, mask
 
 
 def train_fusion(
@@ -153,8 +149,7 @@ def train_fusion(
             idx = torch.from_numpy(b).to(device)
             yb = y[idx]
             with autocast(device, amp):
-                streams, mask = _streams(net, feats, idx, neighbors)
-                h = net.fusion(streams, mask).float()
+                h = net.fusion(*_streams(net, feats, idx, neighbors)).float()
                 logit, recon, mu, logvar = net.head(h)
             parts: dict[str, torch.Tensor] = {}
             if net.vae is not None:
@@ -192,8 +187,9 @@ def infer(
     """One eval-mode pass over all spots: ``(proba, embedding)``, the cancer probability ``(n,)`` and ``h*``
     ``(n, d)``, both float32.
 
-    Every row is encoded once; the neighbourhood sequences are gathered from those embeddings. The VAE
-    uses ``z = μ`` and the discriminator reads ``[μ, log σ²]``: no label is involved.
+    Every row is encoded once; each batch projects attention keys and values once per distinct spot and
+    gathers the neighbourhood sequences from those. The VAE uses ``z = μ`` and the discriminator reads
+    ``[μ, log σ²]``: no label is involved.
     """
     net.eval()
     n = neighbors.shape[0]
@@ -205,11 +201,8 @@ def infer(
         ]
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=device)
-            tok = torch.cat([idx[:, None], neighbors[idx]], dim=1)
-            mask = tok < 0
-            tok = torch.where(mask, idx[:, None], tok)
-            streams = [z[tok].masked_fill(mask.unsqueeze(-1), 0.0) for z in tokens]
-            h = net.fusion(streams, mask).float()
+            unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
+            h = net.fusion([z[unique] for z in tokens], inverse, mask).float()
             embeddings.append(h)
             probas.append(torch.sigmoid(net.head(h)[0].float()))
 
