@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from her2st_loo import PAPER, RESULTS, SECTIONS, default_data_dir, load_sections
+from her2st_pairs import BASELINE_PLAN
+from her2st_pairs import SPACRD_SETTINGS as _SETTINGS
 from sklearn.metrics import f1_score, roc_auc_score
 
 from spacrd_sc.tl._threshold import RULES, call_cancer
 
 #: SpaCRD settings (``her2st_pairs.SPACRD_SETTINGS``; the package default first) and the baselines.
-SPACRD_SETTINGS = ["SpaCRD", "SpaCRD (no scaling)"]
-BASELINES = ["LogReg (z + smoothing)", "LightGBM (z + smoothing)"]
+SPACRD_SETTINGS = list(_SETTINGS)
+BASELINES = list(BASELINE_PLAN)
 METHODS = SPACRD_SETTINGS + BASELINES
 #: SpaCRD with its setting *and* call rule chosen per outer fold by the inner CV.
 NESTED_SPACRD = "SpaCRD (setting + rule by inner CV)"
