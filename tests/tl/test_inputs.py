@@ -72,13 +72,18 @@ def test_neighbor_index_from_squidpy_graph():
     np.testing.assert_allclose(d, 100.0)
 
 
-def test_neighbor_index_pads_and_errors():
+def test_neighbor_index_pads_and_errors(caplog):
     import squidpy as sq
 
     a = make_section(nx=3, ny=1)  # 3 spots, at most 2 neighbours each
     sq.gr.spatial_neighbors_knn(a, n_neighs=2)
     nb = _inputs.neighbor_index(a, "spatial", 6, np.zeros(3, int))
     assert (nb[:, 2:] == -1).all() and (nb[:, :2] >= 0).all()
+    assert "median of 2 neighbours per spot but the model reads 6" in caplog.text
+    assert "n_neighs=6" in caplog.text
+    caplog.clear()
+    _inputs.neighbor_index(a, "spatial", 2, np.zeros(3, int))
+    assert "median of" not in caplog.text
     del a.obsp["spatial_connectivities"]
     with pytest.raises(KeyError, match="squidpy.gr.spatial_neighbors"):
         _inputs.neighbor_index(a, "spatial", 6, np.zeros(3, int))

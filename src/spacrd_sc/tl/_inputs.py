@@ -229,6 +229,16 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
     first = rank < k
     out = np.full((adata.n_obs, k), -1, dtype=np.int64)
     out[rows[first], rank[first]] = cols[first]
+    typical = int(np.median(counts)) if counts.size else k
+    if typical < k:
+        logger.warning(
+            "The spatial graph gives a median of %d neighbours per spot but the model reads %d: the other token "
+            "positions are padding. Build the graph with `squidpy.gr.spatial_neighbors_knn(adata, n_neighs=%d)` "
+            "(with `library_key=` for several sections).",
+            typical,
+            k,
+            k,
+        )
     if crossing:
         logger.warning(
             "The spatial graph links %d spot pairs across sections; those links were ignored. "
