@@ -7,7 +7,8 @@ Two kinds of model, each trained exactly as in ``her2st_loo.py`` (same genes rul
   ``T`` (and the inner fold ``T`` of outer fold ``S``): 28 fits give all 8 × 7 inner folds.
 * **outer** models (baselines and SpaCRD setting candidates): trained on the 7 sections other than ``T``, scoring
   ``T``. The default SpaCRD's outer scores come from the committed LOO run (``her2st_loo_scores.csv.gz``,
-  seeds 1–4); a candidate setting's outer models use seed 0, like every pair model.
+  seeds 1–4) and from seed-0 models trained here; every other model uses seed 0, like every pair model, so
+  the settings can also be compared at one seed.
 
 Rows are appended to ``results/her2st_pairs_scores.csv.gz`` after every fit; fits already in the file are
 skipped, so the script can be stopped and rerun (several passes). No held-out label is used to train, choose
@@ -52,6 +53,7 @@ PLAN = [
     ("LogReg (z + smoothing)", "outer"),
     ("LogReg (z + smoothing)", "pair"),
     ("SpaCRD", "pair"),
+    ("SpaCRD", "outer"),  # seed 0, to compare the settings at one seed (the LOO run has seeds 1–4)
     ("SpaCRD (no scaling)", "pair"),
     ("SpaCRD (no scaling)", "outer"),
     ("SpaCRD (12 neighbours)", "pair"),
