@@ -230,6 +230,11 @@ def targets_text(summary: pd.DataFrame, sel: pd.DataFrame, name: str) -> list[st
     return lines + [""]
 
 
+def fit_seconds(ev: pd.DataFrame) -> pd.Series:
+    """Median wall seconds per pair fit, by method."""
+    return ev[ev.kind == "pair"].drop_duplicates(["method", "model"]).groupby("method")["seconds"].median()
+
+
 def settings_table(ev: pd.DataFrame, sel: pd.DataFrame) -> pd.DataFrame:
     """Each SpaCRD setting on its own, seed 0 (the seed of every candidate's models): inner AUC and F1 at
     ``gmm`` over all 56 pair evaluations, the mean over outer folds of the inner F1 at the chosen rule, and the
@@ -242,8 +247,7 @@ def settings_table(ev: pd.DataFrame, sel: pd.DataFrame) -> pd.DataFrame:
         .agg(outer_auc=("auc", "mean"), outer_f1=("f1", "mean"), outer_sections=("auc", "size"))
     )
     chosen = sel[sel.method.isin(SPACRD_SETTINGS)].groupby("method")["inner_f1"].mean().rename("inner_f1_chosen")
-    fit_s = g[g.kind == "pair"].drop_duplicates(["method", "model"]).groupby("method")["seconds"].median()
-    return pd.concat([inner, chosen, outer, fit_s.rename("pair_fit_s")], axis=1).reindex(SPACRD_SETTINGS)
+    return pd.concat([inner, chosen, outer, fit_seconds(g).rename("pair_fit_s")], axis=1).reindex(SPACRD_SETTINGS)
 
 
 def write_report(ev: pd.DataFrame, out: Path) -> None:
@@ -253,7 +257,7 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
     sel = pd.concat([settings.drop(columns="setting"), sel], ignore_index=True)
     pairs_done = ev[ev.kind == "pair"].groupby("method")["model"].nunique().reindex(METHODS).fillna(0).astype(int)
     done = sel.groupby("method")["section"].nunique().reindex(REPORTED).fillna(0).astype(int)
-    fit_s = ev[ev.kind == "pair"].drop_duplicates(["method", "model"]).groupby("method")["seconds"].median()
+    fit_s = fit_seconds(ev)
     lines = [
         "# her2st: the label-free call rule, chosen by nested leave-one-section-out CV",
         "",
