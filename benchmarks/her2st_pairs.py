@@ -11,8 +11,10 @@ Two kinds of model, each trained exactly as in ``her2st_loo.py`` (same genes rul
   the settings can also be compared at one seed.
 
 Rows are appended to ``results/her2st_pairs_scores.csv.gz`` after every fit; fits already in the file are
-skipped, so the script can be stopped and rerun (several passes). No held-out label is used to train, choose
-genes or normalise; labels are stored only for evaluation (``her2st_nested.py``).
+skipped, so the script can be stopped and rerun (several passes). Each write replaces the whole file, so run
+one process per output file: a second, parallel process needs its own ``--out`` (a copy of the file), and its
+new rows are appended to the committed file afterwards. No held-out label is used to train, choose genes or
+normalise; labels are stored only for evaluation (``her2st_nested.py``).
 
     nohup nice -n 10 python benchmarks/her2st_pairs.py > /tmp/pairs.log 2>&1 &
 """
