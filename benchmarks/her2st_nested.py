@@ -277,6 +277,7 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
     pairs_done = ev[ev.kind == "pair"].groupby("method")["model"].nunique().reindex(METHODS).fillna(0).astype(int)
     done = sel.groupby("method")["section"].nunique().reindex(REPORTED).fillna(0).astype(int)
     fit_s = fit_seconds(ev)
+    at_gmm = gmm_summary(ev)
     lines = [
         "# her2st: the label-free call rule, chosen by nested leave-one-section-out CV",
         "",
@@ -321,7 +322,7 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         "Every method with outer scores, at the `gmm` rule (the current default; no selection), mean over the "
         "outer sections it has scores for (`sections`; fewer than 8 means a partial run, not comparable):",
         "",
-        md(gmm_summary(ev)),
+        md(at_gmm),
         "",
         "SpaCRD setting chosen per outer fold (inner F1 of each setting at its chosen rule):",
         "",
@@ -371,7 +372,7 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
     ]
     judged = next((m for m in (NESTED_SPACRD, "SpaCRD") if m in complete), None)
     if judged is not None:
-        lines += targets_text(summary, sel, judged, gmm_summary(ev))
+        lines += targets_text(summary, sel, judged, at_gmm)
     outer = ev[ev.kind == "outer"].groupby(["method", "section", "rule"])["f1"].mean()
     fixed = outer.groupby(["method", "rule"]).mean().unstack().reindex(columns=CANDIDATES)
     lines += [
