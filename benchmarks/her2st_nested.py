@@ -25,8 +25,15 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from spacrd_sc.tl._threshold import RULES, call_cancer
 
-#: SpaCRD settings (``her2st_pairs.SPACRD_SETTINGS``; the package default first) and the baselines.
-SPACRD_SETTINGS = list(_SETTINGS)
+#: Seed ensembles of the default SpaCRD (``model_kwargs={"n_members": k}``). Member ``i`` of an ensemble trained
+#: with seed 0 is exactly the single model trained with seed ``i`` (``tests/model/test_ensemble.py``), and the
+#: ensemble's score is the mean of its members' probabilities, so its scores are composed here from the single
+#: models' (pair models: seeds 0…k−1 from ``her2st_pairs.py --seeds``; outer: seed 0 from there, seeds 1–4 from
+#: the LOO run) instead of refitted. Fit seconds are the sum over the members.
+ENSEMBLES = {"SpaCRD (2 seeds)": 2, "SpaCRD (3 seeds)": 3}
+#: SpaCRD settings (``her2st_pairs.SPACRD_SETTINGS``, the package default first; then the seed ensembles) and
+#: the baselines.
+SPACRD_SETTINGS = list(_SETTINGS) + list(ENSEMBLES)
 BASELINES = list(BASELINE_PLAN)
 METHODS = SPACRD_SETTINGS + BASELINES
 #: SpaCRD with its setting *and* call rule chosen per outer fold by the inner CV.
@@ -42,7 +49,26 @@ def load_scores(pairs_csv: Path, loo_csv: Path) -> pd.DataFrame:
     df = pd.read_csv(pairs_csv)
     outer = pd.read_csv(loo_csv).query("method == 'SpaCRD'").assign(kind="outer")
     outer["model"] = outer["section"]
-    return pd.concat([df, outer], ignore_index=True)
+    df = pd.concat([df, outer], ignore_index=True)
+    return pd.concat([df, *(ensemble_scores(df, name, k) for name, k in ENSEMBLES.items())], ignore_index=True)
+
+
+def ensemble_scores(scores: pd.DataFrame, name: str, k: int) -> pd.DataFrame:
+    """Scores of the default SpaCRD's ``k``-member seed ensemble (method ``name``, seed 0): the mean of the
+    seed-0…k−1 single models' scores, for every model whose k seeds are all present."""
+    single = scores[(scores.method == SPACRD_SETTINGS[0]) & (scores.seed < k)]
+    out = []
+    for _, g in single.groupby(["kind", "model", "section"], sort=False):
+        members = [m for _, m in g.groupby("seed")]
+        if len(members) < k:
+            continue
+        first = members[0]
+        if not all(np.array_equal(m["spot"].to_numpy(), first["spot"].to_numpy()) for m in members):
+            raise ValueError(f"{name}: spots differ between seeds for {first['model'].iloc[0]}")
+        score = np.mean([m["score"].to_numpy() for m in members], axis=0)
+        seconds = sum(m["seconds"].iloc[0] for m in members) if "seconds" in g else np.nan
+        out.append(first.assign(method=name, score=score, seed=0, seconds=seconds))
+    return pd.concat(out, ignore_index=True) if out else scores.iloc[:0]
 
 
 def evaluate_rules(scores: pd.DataFrame, secs: dict) -> pd.DataFrame:
@@ -290,7 +316,9 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         "image-less; pair models seed 0, outer scores from the committed LOO run (seeds 1–4) and a seed-0 outer "
         "model (`her2st_pairs.py`), metrics averaged over the seeds. SpaCRD setting candidates "
         "(`her2st_pairs.SPACRD_SETTINGS`): "
-        f"{', '.join(f'`{m}`' for m in SPACRD_SETTINGS[1:])} (pair and outer models seed 0); "
+        f"{', '.join(f'`{m}`' for m in _SETTINGS if m != SPACRD_SETTINGS[0])} (pair and outer models seed 0) and "
+        f"the seed ensembles {', '.join(f'`{m}`' for m in ENSEMBLES)} (`SpaCRD(n_members=k)`: the mean of the "
+        "default's single-model scores of seeds 0…k−1, which is what the ensemble computes; fit time: the sum); "
         f"`{NESTED_SPACRD}` takes, per outer fold, the setting whose chosen rule has the best inner F1 "
         "(ties: the default). Baselines: `_baselines.py` on the same folds and genes (seed 0). "
         "Cancer = invasive cancer + cancer in situ.",

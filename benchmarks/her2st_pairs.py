@@ -139,21 +139,30 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--methods", nargs="*", default=None, help="restrict to these methods")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        default=[0],
+        help="training seeds (further seeds of a SpaCRD setting make the members of its seed ensembles)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("spacrd_sc").setLevel(logging.WARNING)
     out = Path(args.out)
     have = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["method", "model"])
-    done = set(zip(have["method"], have["model"], strict=True))
+    if len(have) and "seed" not in have:
+        have["seed"] = 0
+    done = set(zip(have["method"], have["model"], have.get("seed", []), strict=True))
     secs = load_sections(str(args.data_dir or default_data_dir()))
     frames = [have] if len(have) else []
     for method, kind in PLAN:
         if args.methods and method not in args.methods:
             continue
-        for held_out in PAIRS if kind == "pair" else [(s,) for s in SECTIONS]:
-            if (method, model_name(held_out)) in done:
+        for seed, held_out in itertools.product(args.seeds, PAIRS if kind == "pair" else [(s,) for s in SECTIONS]):
+            if (method, model_name(held_out), seed) in done:
                 continue
-            frames += fit_and_score(secs, method, held_out)
+            frames += fit_and_score(secs, method, held_out, seed=seed)
             tmp = out.with_name(out.name + ".tmp.csv.gz")
             pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.10g")
             tmp.replace(out)  # atomic: an interrupted write never corrupts the file

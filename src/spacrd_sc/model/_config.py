@@ -56,6 +56,7 @@ class ModelConfig:
     use_vae: bool = True
     modality: str = "both"
     n_pcs: int | None = field(default=DEFAULT_N_PCS)
+    n_members: int = 1
 
     def __post_init__(self) -> None:
         genes = self.genes
@@ -90,6 +91,8 @@ class ModelConfig:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}.")
         n_image = _positive_int_or_none(self.n_image_features, "n_image_features")
+        if isinstance(self.n_members, bool) or int(self.n_members) != self.n_members or self.n_members < 1:
+            raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}.")
         if self.modality == "image" and n_image is None:
             raise ValueError("modality='image' needs n_image_features (the size of the image features).")
         normalised = {
@@ -108,6 +111,7 @@ class ModelConfig:
             "use_cross_attention": bool(self.use_cross_attention),
             "use_vae": bool(self.use_vae),
             "n_pcs": _positive_int_or_none(self.n_pcs, "n_pcs"),
+            "n_members": int(self.n_members),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -155,7 +159,10 @@ class ModelConfig:
         head = "category-regularised VAE + discriminator on [mu, logvar]"
         if not self.use_vae:
             head = "discriminator on h* (no VAE)"
-        return f"{text}; head: {head}."
+        text = f"{text}; head: {head}"
+        if self.n_members > 1:
+            text += f"; an ensemble of {self.n_members} networks from consecutive seeds (probabilities averaged)"
+        return f"{text}."
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

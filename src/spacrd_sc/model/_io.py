@@ -1,7 +1,8 @@
 """On-disk format of a trained :class:`~spacrd_sc.model.SpaCRD` (a directory; no pickle anywhere).
 
 ``<dir>/model.safetensors``
-    every weight and buffer of the network (safetensors, loaded without code execution);
+    every weight and buffer of the network (safetensors, loaded without code execution); an ensemble's
+    members under ``member0.``, ``member1.``, … (one member: the network's own names, as before);
 ``<dir>/config.json``
     format name and version, package version, constructor arguments (gene list included),
     preprocessing record, training history and state, the weights' sha256 and their names and shapes.
@@ -166,6 +167,23 @@ def key_mismatch(found: Mapping[str, Any], expected: Mapping[str, Any], labels: 
     return "; ".join(parts)
 
 
+def _state(model: Any) -> dict[str, torch.Tensor]:
+    """All weights of ``model``: the network's own names for one member (the format of every earlier version),
+    ``member{i}.<name>`` for each member of an ensemble."""
+    if len(model.nets) == 1:
+        return model.nets[0].state_dict()
+    return {f"member{i}.{k}": v for i, net in enumerate(model.nets) for k, v in net.state_dict().items()}
+
+
+def _load_state(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+    if len(model.nets) == 1:
+        model.nets[0].load_state_dict(tensors, strict=True)
+        return
+    for i, net in enumerate(model.nets):
+        prefix = f"member{i}."
+        net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+
+
 def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`)."""
     meta = {
@@ -177,7 +195,7 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
         "training_params": model.training_params,
         "history": model.history,
     }
-    out = write_model_dir(path, model.net.state_dict(), meta, overwrite=overwrite)
+    out = write_model_dir(path, _state(model), meta, overwrite=overwrite)
     logger.info("SpaCRD saved to %s.", out)
     return out
 
@@ -196,10 +214,10 @@ def load_model(cls: type, path: str | os.PathLike, *, device: str) -> Any:
     except ValueError as err:
         raise ValueError(f"config.json in {str(path)!r} holds an invalid model config: {err}") from err
     model = cls(**config.to_dict(), preprocessing=meta.get("preprocessing"))
-    expected = {k: v.shape for k, v in model.net.state_dict().items()}
+    expected = {k: v.shape for k, v in _state(model).items()}
     tensors = read_weights(path, meta, expected, device)
     model._move(device)
-    model.net.load_state_dict(tensors, strict=True)
+    _load_state(model, tensors)
     state = meta.get("state", {})
     model.is_aligned = bool(state.get("is_aligned", False))
     model.is_fitted = bool(state.get("is_fitted", False))

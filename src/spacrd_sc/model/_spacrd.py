@@ -105,6 +105,11 @@ class SpaCRD:
         Principal components of the gene features in front of the gene encoder (fitted on the training
         spots when training starts, stored with the weights, applied unchanged to new sections), or
         ``None`` to feed the genes directly. Ignored when it is not smaller than the number of genes.
+    n_members
+        Networks in the model. Each is trained on the same data from its own seed (member ``i`` from
+        ``seed + i``, exactly like a single model with that seed); predictions average their cancer
+        probabilities, and the embedding is the first member's. Training and scoring take ``n_members``
+        times as long. Saved and loaded as one model.
     preprocessing
         JSON-able record of how the caller prepared the features; stored and saved as is.
 
@@ -134,6 +139,7 @@ class SpaCRD:
         use_vae: bool = True,
         modality: str = "both",
         n_pcs: int | None = DEFAULT_N_PCS,
+        n_members: int = 1,
         preprocessing: dict | None = None,
     ):
         args = {k: v for k, v in locals().items() if k not in ("self", "preprocessing")}
@@ -150,7 +156,7 @@ class SpaCRD:
         self.is_aligned = False
         self.is_fitted = False
         self._device = "cpu"
-        self.net = self._build(_INIT_SEED)
+        self.nets: list[SpaCRDNet] = [self._build(_INIT_SEED + i) for i in range(self._cfg.n_members)]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -167,6 +173,11 @@ class SpaCRD:
     def uses_genes(self) -> bool:
         """True when the model uses expression features."""
         return self.mode != "image"
+
+    @property
+    def net(self) -> SpaCRDNet:
+        """The network (the first member of an ensemble; all of them are in :attr:`nets`)."""
+        return self.nets[0]
 
     @property
     def device(self) -> str:
@@ -196,7 +207,8 @@ class SpaCRD:
 
     def _move(self, device: str) -> None:
         if device != self._device:
-            self.net.to(device)
+            for net in self.nets:
+                net.to(device)
             self._device = device
 
     # ------------------------------------------------------------------ training
@@ -231,7 +243,8 @@ class SpaCRD:
         device
             ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``; the model stays there.
         seed
-            Seeds weight initialisation, shuffling, dropout (same seed + device → same model).
+            Seeds weight initialisation, shuffling, dropout (same seed + device → same model; ensemble
+            member ``i`` uses ``seed + i``).
         progress_bar
             Show a ``tqdm`` bar over epochs.
         amp
@@ -342,8 +355,8 @@ class SpaCRD:
 
         Returns
         -------
-        A :class:`Prediction` with ``proba`` (``(n,)`` float32 in [0, 1]) and ``embedding``
-        (``(n, hidden_dims[-1])`` float32, ``h*``).
+        A :class:`Prediction` with ``proba`` (``(n,)`` float32 in [0, 1]; an ensemble's mean over its members)
+        and ``embedding`` (``(n, hidden_dims[-1])`` float32, ``h*``; an ensemble's first member's).
         """
         if not self.is_fitted:
             raise NotFittedError("This SpaCRD model is not fitted yet: call fit_alignment and fit_fusion first.")
@@ -352,15 +365,10 @@ class SpaCRD:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
         dev = self._device if device is None else _resolve_device(device)
         self._move(dev)
-        proba, embedding = infer(
-            self.net,
-            [torch.from_numpy(f).to(dev) for f in feats],
-            torch.from_numpy(nbr).to(dev),
-            batch_size=int(batch_size),
-            device=dev,
-            amp=amp,
-        )
-        return Prediction(proba, embedding)
+        tensors, nbr_t = [torch.from_numpy(f).to(dev) for f in feats], torch.from_numpy(nbr).to(dev)
+        passes = [infer(net, tensors, nbr_t, batch_size=int(batch_size), device=dev, amp=amp) for net in self.nets]
+        proba = passes[0][0] if len(passes) == 1 else np.mean([p for p, _ in passes], axis=0, dtype=np.float32)
+        return Prediction(proba, passes[0][1])
 
     def predict_proba(self, x_gene, x_image, neighbors, **kwargs: Any) -> np.ndarray:
         """Cancer probability of every spot: ``(n,)`` float32 (arguments as in :meth:`predict`)."""

@@ -229,9 +229,9 @@ def build_net(cfg: ModelConfig, seed: int) -> SpaCRDNet:
         )
 
 
-def _fit_pca(model: SpaCRD, feats: list[np.ndarray], seed: int) -> None:
-    """Fit the gene encoder's PCA projection (if any) on the gene features of the training spots."""
-    enc = model.net.gene_encoder
+def _fit_pca(model: SpaCRD, net: SpaCRDNet, feats: list[np.ndarray], seed: int) -> None:
+    """Fit ``net``'s gene-encoder PCA projection (if any) on the gene features of the training spots."""
+    enc = net.gene_encoder
     if enc is None or enc.n_pcs is None:
         return
     t0 = time.perf_counter()
@@ -243,6 +243,17 @@ def _fit_pca(model: SpaCRD, feats: list[np.ndarray], seed: int) -> None:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     logger.info("SpaCRD: %d gene PCs explain %.1f%% of the variance.", enc.n_pcs, 100 * explained)
+
+
+def member_seeds(model: SpaCRD, seed: int) -> list[int]:
+    """Training seed of each ensemble member: ``seed, seed + 1, …`` (member ``i`` is trained exactly like a
+    single model with seed ``seed + i``)."""
+    return [int(seed) + i for i in range(model._cfg.n_members)]
+
+
+def _mean_history(hists: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Per-epoch losses averaged over the ensemble members (one member: its own losses)."""
+    return {k: [float(np.mean(v)) for v in zip(*(h[k] for h in hists), strict=True)] for k in hists[0]}
 
 
 def run_alignment(
@@ -257,7 +268,7 @@ def run_alignment(
     progress_bar: bool,
     amp: bool,
 ) -> None:
-    """Body of :meth:`SpaCRD.fit_alignment` on checked inputs: rebuild from ``seed``, train, record."""
+    """Body of :meth:`SpaCRD.fit_alignment` on checked inputs: rebuild every member from its seed, train, record."""
     if model.mode == "both":
         views = feats
     else:
@@ -267,24 +278,30 @@ def run_alignment(
         views = [feats[0][has], means[has]]
     model._move(dev)
     t0 = time.perf_counter()
-    with seeded(seed, dev):
-        model.net = model._build(seed)
-        _fit_pca(model, feats, seed)
-        model.is_fitted = False
-        tensors = [torch.from_numpy(v).to(dev) for v in views]
-        hist = train_alignment(
-            model.net,
-            tensors,
-            epochs=int(epochs),
-            batch_size=int(min(batch_size, tensors[0].shape[0])),
-            lr=float(lr),
-            temperature=model._cfg.temperature,
-            alpha=model._cfg.alpha,
-            rng=np.random.default_rng(seed),
-            device=dev,
-            progress_bar=progress_bar,
-            amp=amp,
-        )
+    tensors = [torch.from_numpy(v).to(dev) for v in views]
+    nets, hists = [], []
+    for s in member_seeds(model, seed):
+        with seeded(s, dev):
+            net = model._build(s)
+            _fit_pca(model, net, feats, s)
+            hist = train_alignment(
+                net,
+                tensors,
+                epochs=int(epochs),
+                batch_size=int(min(batch_size, tensors[0].shape[0])),
+                lr=float(lr),
+                temperature=model._cfg.temperature,
+                alpha=model._cfg.alpha,
+                rng=np.random.default_rng(s),
+                device=dev,
+                progress_bar=progress_bar,
+                amp=amp,
+            )
+        nets.append(net)
+        hists.append({"align": hist})
+    model.nets = nets
+    model.is_fitted = False
+    hist = _mean_history(hists)["align"]
     elapsed = time.perf_counter() - t0
     model.history.setdefault("align", []).extend(hist)
     model.alignment = "image-gene InfoNCE" if model.mode == "both" else "neighbourhood InfoNCE"
@@ -294,6 +311,7 @@ def run_alignment(
         "batch_size": int(batch_size),
         "lr": float(lr),
         "seed": int(seed),
+        "member_seeds": member_seeds(model, seed),
         "device": dev,
         "n_spots": int(views[0].shape[0]),
         "seconds": round(elapsed, 2),
@@ -316,38 +334,44 @@ def run_fusion(
     batching: str,
     amp: bool,
 ) -> None:
-    """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue), train, record."""
+    """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue) per member, train, record."""
     model._move(dev)
     t0 = time.perf_counter()
-    with seeded(seed, dev):
-        if not model.is_fitted:
-            fresh = model._build(seed)
-            if model.is_aligned:
-                for name in ("fusion", "vae", "discriminator"):
-                    setattr(model.net, name, getattr(fresh, name))
-            else:
-                model.net = fresh
-                _fit_pca(model, feats, seed)
-        hist = train_fusion(
-            model.net,
-            [torch.from_numpy(f).to(dev) for f in feats],
-            torch.from_numpy(nbr).to(dev),
-            nbr,
-            torch.from_numpy(labels).to(dev),
-            epochs=int(epochs),
-            fused_epochs=int(fused_epochs),
-            batch_size=int(min(batch_size, len(labels))),
-            lr=float(lr),
-            beta=model._cfg.beta,
-            gamma=model._cfg.gamma,
-            rng=np.random.default_rng(seed),
-            device=dev,
-            progress_bar=progress_bar,
-            batching=batching,
-            amp=amp,
-        )
+    tensors = [torch.from_numpy(f).to(dev) for f in feats]
+    nbr_t, labels_t = torch.from_numpy(nbr).to(dev), torch.from_numpy(labels).to(dev)
+    hists = []
+    for i, s in enumerate(member_seeds(model, seed)):
+        with seeded(s, dev):
+            if not model.is_fitted:
+                fresh = model._build(s)
+                if model.is_aligned:
+                    for name in ("fusion", "vae", "discriminator"):
+                        setattr(model.nets[i], name, getattr(fresh, name))
+                else:
+                    model.nets[i] = fresh
+                    _fit_pca(model, fresh, feats, s)
+            hists.append(
+                train_fusion(
+                    model.nets[i],
+                    tensors,
+                    nbr_t,
+                    nbr,
+                    labels_t,
+                    epochs=int(epochs),
+                    fused_epochs=int(fused_epochs),
+                    batch_size=int(min(batch_size, len(labels))),
+                    lr=float(lr),
+                    beta=model._cfg.beta,
+                    gamma=model._cfg.gamma,
+                    rng=np.random.default_rng(s),
+                    device=dev,
+                    progress_bar=progress_bar,
+                    batching=batching,
+                    amp=amp,
+                )
+            )
     elapsed = time.perf_counter() - t0
-    for k, v in hist.items():
+    for k, v in _mean_history(hists).items():
         model.history.setdefault(k, []).extend(v)
     model.is_fitted = True
     model.training_params["fusion"] = {
@@ -356,6 +380,7 @@ def run_fusion(
         "batch_size": int(batch_size),
         "lr": float(lr),
         "seed": int(seed),
+        "member_seeds": member_seeds(model, seed),
         "device": dev,
         "batching": batching,
         "n_spots": int(len(labels)),
