@@ -44,11 +44,14 @@ BASELINE_PLAN = {"LogReg (z + smoothing)": bl.logreg, "LightGBM (z + smoothing)"
 #: "no scaling": log-normalised expression without per-section z-scaling, the hypothesis of ``her2st_failures.md``
 #: that centring each gene on a tumour-dominated section removes part of the tumour signal. Candidate "12
 #: neighbours": a second ring of neighbours (on the ST grid the 12 nearest spots are the 4 adjacent, 4 diagonal and
-#: 4 two steps away), with the graph built at that size (``graph_neighs``, not an ``align`` argument).
+#: 4 two steps away), with the graph built at that size (``graph_neighs``, not an ``align`` argument). Candidate
+#: "AdaBN": the default model (same seed, so the same weights), each section scored with BatchNorm statistics
+#: re-estimated on its own spots (``cancer_score(adapt_batchnorm=True)``, ``score_kwargs``).
 SPACRD_SETTINGS: dict[str, dict] = {
     "SpaCRD": {},
     "SpaCRD (no scaling)": {"scaling": "none"},
     "SpaCRD (12 neighbours)": {"model_kwargs": {"n_neighbors": 12}, "graph_neighs": 12},
+    "SpaCRD (AdaBN)": {"score_kwargs": {"adapt_batchnorm": True}},
 }
 #: Work order: cheap fits first, so a cut-short run still completes the nested CV of the cheap methods.
 PLAN = [
@@ -60,6 +63,8 @@ PLAN = [
     ("SpaCRD (no scaling)", "outer"),
     ("SpaCRD (12 neighbours)", "pair"),
     ("SpaCRD (12 neighbours)", "outer"),
+    ("SpaCRD (AdaBN)", "pair"),
+    ("SpaCRD (AdaBN)", "outer"),
     ("LightGBM (z + smoothing)", "outer"),
     ("LightGBM (z + smoothing)", "pair"),
 ]
@@ -83,6 +88,7 @@ def split(secs: dict[str, ad.AnnData], held_out: tuple[str, ...]) -> tuple[ad.An
 def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -> list[pd.DataFrame]:
     setting = dict(SPACRD_SETTINGS.get(method, {}))
     n_neighs = setting.pop("graph_neighs", None)
+    score_kwargs = setting.pop("score_kwargs", {})
     if n_neighs is not None:  # every spatial graph (sources and held-out sections) built at this size
         secs = {s: a.copy() for s, a in secs.items()}
         for a in secs.values():
@@ -101,7 +107,7 @@ def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -
         share = fus["n_cancer"] / fus["n_spots"]
         for s in held_out:
             t = secs[s].copy()
-            sc_crd.tl.cancer_score(t, model)
+            sc_crd.tl.cancer_score(t, model, **score_kwargs)
             out[s] = t.obs["spacrd_score"].to_numpy()
     else:
         # One fit (and one inner CV of its hyperparameter) serves both held-out sections; each section's
@@ -139,6 +145,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--methods", nargs="*", default=None, help="restrict to these methods")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--kinds", nargs="*", default=["pair", "outer"], help="restrict to pair or outer models")
     p.add_argument(
         "--seeds",
         nargs="*",
@@ -157,7 +164,7 @@ def main() -> None:
     secs = load_sections(str(args.data_dir or default_data_dir()))
     frames = [have] if len(have) else []
     for method, kind in PLAN:
-        if args.methods and method not in args.methods:
+        if (args.methods and method not in args.methods) or kind not in args.kinds:
             continue
         for seed, held_out in itertools.product(args.seeds, PAIRS if kind == "pair" else [(s,) for s in SECTIONS]):
             if (method, model_name(held_out), seed) in done:

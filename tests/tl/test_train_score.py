@@ -199,3 +199,20 @@ def test_gene_sets_and_key_added(sources, target):
         sc_crd.tl.align(sources, genes=["g1", "XIST"], **FAST)
     with pytest.raises(ValueError, match="not in target_genes"):
         sc_crd.tl.align(sources, genes=["g1", "g2"], target_genes=["g1"], **FAST)
+
+
+def test_adapt_batchnorm_is_per_section(sources, trained):
+    """AdaBN on a multi-section table scores each section as if it were scored alone; the model is unchanged."""
+    plain = sc_crd.tl.cancer_score(sources, trained, library_key="section", copy=True)
+    both = sc_crd.tl.cancer_score(sources, trained, library_key="section", adapt_batchnorm=True, copy=True)
+    assert both.uns["spacrd"]["params"]["adapt_batchnorm"] is True
+    assert plain.uns["spacrd"]["params"]["adapt_batchnorm"] is False
+    assert not np.allclose(both.obs["spacrd_score"], plain.obs["spacrd_score"], atol=1e-4)
+    for s in ("S0", "S2"):
+        alone = sources[sources.obs["section"] == s].copy()
+        sc_crd.tl.cancer_score(alone, trained, library_key=None, adapt_batchnorm=True)
+        m = (both.obs["section"] == s).to_numpy()
+        np.testing.assert_allclose(both.obs["spacrd_score"].to_numpy()[m], alone.obs["spacrd_score"], atol=1e-6)
+        np.testing.assert_allclose(both.obsm["X_spacrd"][m], alone.obsm["X_spacrd"], atol=1e-5)
+    again = sc_crd.tl.cancer_score(sources, trained, library_key="section", copy=True)
+    np.testing.assert_array_equal(again.obs["spacrd_score"], plain.obs["spacrd_score"])

@@ -16,6 +16,7 @@ from . import _io
 from ._config import DEFAULT_N_PCS, ModelConfig, json_record
 from ._data import check_inputs, check_loop_args, resolve_fused_epochs
 from ._modules import SpaCRDNet
+from ._train import adapt_batchnorm as _adapt
 from ._train import build_net, infer, run_alignment, run_fusion
 
 #: Defaults measured on a 2-core CPU (≈3000 spots × 3000 genes, k = 6): see the class docstring.
@@ -339,6 +340,7 @@ class SpaCRD:
         batch_size: int = 4096,
         device: str | None = None,
         amp: bool = False,
+        adapt_batchnorm: bool = False,
     ) -> Prediction:
         """Cancer probability and fused representation of every spot, from one inference pass.
 
@@ -352,6 +354,10 @@ class SpaCRD:
             ``None`` keeps the model where it is; otherwise as in :meth:`fit_alignment`.
         amp
             bf16 autocast (CUDA only).
+        adapt_batchnorm
+            Re-estimate the encoders' BatchNorm statistics on these spots before scoring (AdaBN: the
+            section's own feature statistics replace the training spots'; the model is not changed). Meant
+            for one section at a time; no label is read.
 
         Returns
         -------
@@ -366,7 +372,10 @@ class SpaCRD:
         dev = self._device if device is None else _resolve_device(device)
         self._move(dev)
         tensors, nbr_t = [torch.from_numpy(f).to(dev) for f in feats], torch.from_numpy(nbr).to(dev)
-        passes = [infer(net, tensors, nbr_t, batch_size=int(batch_size), device=dev, amp=amp) for net in self.nets]
+        nets = self.nets
+        if adapt_batchnorm:
+            nets = [_adapt(net, tensors, batch_size=int(batch_size), amp=amp) for net in nets]
+        passes = [infer(net, tensors, nbr_t, batch_size=int(batch_size), device=dev, amp=amp) for net in nets]
         proba = passes[0][0] if len(passes) == 1 else np.mean([p for p, _ in passes], axis=0, dtype=np.float32)
         return Prediction(proba, passes[0][1])
 

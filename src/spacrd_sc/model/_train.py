@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -210,6 +211,28 @@ def infer(
         return torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
 
     return _np(probas), _np(embeddings)
+
+
+@torch.inference_mode()
+def adapt_batchnorm(net: SpaCRDNet, feats: list[torch.Tensor], *, batch_size: int, amp: bool = False) -> SpaCRDNet:
+    """A copy of ``net`` whose encoder BatchNorm statistics are re-estimated on ``feats`` (AdaBN; Li et al.,
+    "Revisiting batch normalization for practical domain adaptation", 2016). ``net`` is not changed.
+
+    The statistics are cumulative over batches of ``batch_size`` rows (exact for one batch); weights, dropout
+    and everything after the encoders are untouched. No label is involved.
+    """
+    net = copy.deepcopy(net).eval()
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches below
+        bn.train()
+    device = next(net.parameters()).device.type
+    with autocast(device, amp):
+        for enc, x in zip(net.encoders(), feats, strict=True):
+            for i in range(0, x.shape[0], batch_size):
+                enc(x[i : i + batch_size])
+    return net.eval()
 
 
 # ---------------------------------------------------------------------- fitting a SpaCRD (state + bookkeeping)

@@ -14,8 +14,8 @@ from .._constants import SCORE_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
-from ..model import SpaCRD
-from ._inputs import FeatureSpec, check_var_names, model_arrays
+from ..model import Prediction, SpaCRD
+from ._inputs import FeatureSpec, ModelArrays, check_var_names, model_arrays
 from ._threshold import call_sections, check_rule, source_share_of, threshold_uns
 
 
@@ -30,6 +30,7 @@ def cancer_score(
     neighbors_key: str | None = None,
     layer: str | None = None,
     min_gene_overlap: float = 0.5,
+    adapt_batchnorm: bool = False,
     batch_size: int = 4096,
     device: str | None = None,
     seed: int = 0,
@@ -68,6 +69,10 @@ def cancer_score(
         Layer with raw counts; default: the model's (``X`` when it was trained on ``X``).
     min_gene_overlap
         Refuse to score when fewer than this fraction of the model's genes are present.
+    adapt_batchnorm
+        Re-estimate the model's BatchNorm statistics on each section's own spots before scoring it (AdaBN,
+        an unsupervised adaptation to the section; the model is not changed; no label is read). Recorded in
+        ``uns[key_added]["params"]``.
     batch_size, device
         Inference batch size and device (default: the model's device).
     seed
@@ -123,7 +128,10 @@ def cancer_score(
             arrays.n_missing,
             len(model.genes),
         )
-    pred = model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, batch_size=batch_size, device=device)
+    if adapt_batchnorm:
+        pred = _predict_adapted(model, arrays, batch_size=batch_size, device=device)
+    else:
+        pred = model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, batch_size=batch_size, device=device)
     scores = pred.proba.astype(np.float32)
     sections = arrays.sections
     names = adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
@@ -147,6 +155,7 @@ def cancer_score(
             "neighbors_key": spec.neighbors_key,
             "layer": spec.layer,
             "scaling": spec.scaling,
+            "adapt_batchnorm": bool(adapt_batchnorm),
             "image_key": spec.image_key,
             "image_less": bool(model.image_less),
             "mode": model.mode_description,
@@ -160,3 +169,21 @@ def cancer_score(
     uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
     adata.uns[key_added] = uns
     return adata if copy else None
+
+
+def _predict_adapted(model: SpaCRD, arrays: ModelArrays, **kwargs: Any) -> Prediction:
+    """Predict section by section, each with BatchNorm statistics re-estimated on its own spots (AdaBN)."""
+    n = len(arrays.sections)
+    proba, embedding = np.empty(n, dtype=np.float32), None
+    local = np.empty(n, dtype=np.int64)
+    for s in np.unique(arrays.sections):
+        idx = np.flatnonzero(arrays.sections == s)
+        local[idx] = np.arange(idx.size)
+        nbr = arrays.neighbors[idx]
+        nbr = np.where(nbr >= 0, local[np.maximum(nbr, 0)], -1)  # graph neighbours never cross sections
+        x_image = None if arrays.x_image is None else arrays.x_image[idx]
+        pred = model.predict(arrays.x_gene[idx], x_image, nbr, adapt_batchnorm=True, **kwargs)
+        if embedding is None:
+            embedding = np.empty((n, pred.embedding.shape[1]), dtype=np.float32)
+        proba[idx], embedding[idx] = pred.proba, pred.embedding
+    return Prediction(proba, embedding)
