@@ -40,6 +40,25 @@ def test_gmm_logit_recovers_the_crossing_on_the_logit_scale():
     assert info["threshold"] == pytest.approx(expit(-np.log(7 / 3) / 4), abs=0.03)
 
 
+def test_gmm3_keeps_a_spread_cancer_mode_that_gmm_splits():
+    # a tumour-dominated section: 15 % non-cancer at 0.1, cancer in two modes (0.45 mixed spots, 0.85 core)
+    rng = np.random.default_rng(2)
+    n0, n1, n2 = 300, 700, 1000
+    p = np.clip(np.r_[rng.normal(0.1, 0.04, n0), rng.normal(0.45, 0.06, n1), rng.normal(0.85, 0.05, n2)], 0, 1)
+    calls, info = call_cancer(p, "gmm3")
+    assert info["rule"] == "gmm3" and len(info["gmm"]["means"]) == 3 and info["gmm"]["crossing"]
+    assert info["gmm"]["means"][0] < info["threshold"] < info["gmm"]["means"][1]
+    assert 0.2 < info["threshold"] < 0.3  # the low component meets the middle one
+    assert calls[:n0].mean() < 0.01 and calls[n0:].mean() > 0.99
+    gmm_calls, _ = call_cancer(p, "gmm")
+    assert gmm_calls[n0 : n0 + n1].mean() < 0.5  # the 2-component fit puts most mixed spots with non-cancer
+
+
+def test_gmm3_needs_enough_distinct_scores():
+    with pytest.raises(ValueError, match="3 distinct"):
+        call_cancer(np.array([0.1, 0.1, 0.9, 0.9, 0.1, 0.9]), "gmm3")
+
+
 def test_half_is_the_models_own_cut():
     p = np.array([0.1, 0.49, 0.5, 0.9])
     calls, info = call_cancer(p, "half")
@@ -121,7 +140,7 @@ def test_call_sections_runs_each_section_on_its_own():
     assert single["cancer_share"] == infos["A"]["cancer_share"]
 
 
-@pytest.mark.parametrize("rule", ["prior", "gmm_logit_smooth"])
+@pytest.mark.parametrize("rule", ["prior", "gmm_logit_smooth", "gmm3"])
 def test_cancer_score_records_the_rule(sources, target, rule):
     fast = {"epochs": 2, "device": "cpu", "progress_bar": False}
     small = {"model_kwargs": {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8}}
@@ -133,6 +152,9 @@ def test_cancer_score_records_the_rule(sources, target, rule):
     score = target.obs["spacrd_score"].to_numpy()
     if rule == "prior":
         assert 0 < uns["cancer_share"] < 1
+        expected = score >= uns["threshold"]
+    elif rule == "gmm3":
+        assert len(uns["gmm"]["means"]) == 3
         expected = score >= uns["threshold"]
     else:
         assert "gmm" in uns

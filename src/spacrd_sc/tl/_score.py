@@ -58,7 +58,8 @@ def cancer_score(
         ``"gmm"`` (2-component Gaussian mixture on the scores, cut where the weighted components cross),
         ``"gmm_logit"`` (the same on logit-scale scores), ``"half"`` (score ≥ 0.5), ``"prior"`` (EM
         re-estimate of the section's cancer share from the training share, Saerens et al. 2002, then a 0.5
-        cut on the adjusted posteriors), or any of these with ``"_smooth"`` appended (applied to the mean
+        cut on the adjusted posteriors), ``"gmm3"`` (3-component mixture; every spot the lowest component does
+        not claim is called cancer), or any of these with ``"_smooth"`` appended (applied to the mean
         score of each spot and its graph neighbours). A number: a fixed threshold on the score.
     library_key
         ``obs`` column of sections when ``data`` holds several; scaling and the GMM threshold are per section.

@@ -13,6 +13,10 @@ for the ``*_smooth`` rules, the section's spatial graph). None reads a label.
     Re-estimate the section's cancer share ``q`` by EM from the posteriors (Saerens, Latinne & Decaestecker,
     Neural Computation 2002), adjust every posterior from the training share ``π`` to ``q`` and cut the
     adjusted posteriors at 0.5 (equivalently ``p`` at ``r / (1 + r)``, ``r = (1 − q) π / (q (1 − π))``).
+``"gmm3"``
+    Three-component Gaussian mixture on the probabilities; spots the lowest-mean component does not claim are
+    called cancer (cut where that component stops being the most probable one). Non-cancer tissue forms the
+    low mode; cancer may spread over two (mixed spots, heterogeneous tumour), which a 2-component fit splits.
 ``"<rule>_smooth"``
     Any of the above applied to the spatially smoothed score (mean over each spot and its graph neighbours).
 """
@@ -26,7 +30,7 @@ from scipy import sparse
 
 from .._logging import logger
 
-BASE_RULES = ("gmm", "gmm_logit", "half", "prior")
+BASE_RULES = ("gmm", "gmm_logit", "half", "prior", "gmm3")
 #: Every named rule :func:`call_cancer` accepts.
 RULES = BASE_RULES + tuple(f"{r}_smooth" for r in BASE_RULES)
 _EPS = 1e-6
@@ -78,6 +82,41 @@ def gmm_threshold(scores: np.ndarray, *, seed: int = 0) -> tuple[float, dict[str
             m[1],
             t,
         )
+    return t, info
+
+
+def gmm3_threshold(scores: np.ndarray, *, seed: int = 0, grid: int = 4001) -> tuple[float, dict[str, Any]]:
+    """Fit a 3-component Gaussian mixture to ``scores``; return the lowest score above the lowest component's
+    mean at which another component's weighted density exceeds it (on a grid of ``grid`` points up to the
+    largest score), and the fit (``means``, ``sds``, ``weights``, low component first).
+
+    Where the lowest component is the most probable everywhere above its mean, the midpoint of the two lowest
+    means is used and a warning is logged (``crossing`` is then False).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(scores, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size < 6 or np.unique(x).size < 3:
+        raise ValueError("The 3-component GMM threshold needs at least 6 finite scores with 3 distinct values.")
+    gm = GaussianMixture(n_components=3, n_init=5, random_state=seed, reg_covar=1e-6).fit(x[:, None])
+    order = np.argsort(gm.means_.ravel())
+    m = gm.means_.ravel()[order]
+    s = np.sqrt(gm.covariances_.ravel()[order])
+    w = gm.weights_.ravel()[order]
+    info: dict[str, Any] = {
+        "means": [float(v) for v in m],
+        "sds": [float(v) for v in s],
+        "weights": [float(v) for v in w],
+    }
+    g = np.linspace(m[0], x.max(), grid)
+    logd = np.log(w) - np.log(s) - (g[:, None] - m) ** 2 / (2 * s**2)
+    beyond = np.flatnonzero(logd.argmax(axis=1) != 0)
+    info["crossing"] = bool(beyond.size)
+    if beyond.size:
+        return float(g[beyond[0]]), info
+    t = float((m[0] + m[1]) / 2)
+    logger.warning("The lowest of 3 GMM components dominates all higher scores; using the midpoint %.3f.", t)
     return t, info
 
 
@@ -167,6 +206,8 @@ def call_cancer(
         z = np.clip(x, _EPS, 1 - _EPS)
         tz, info["gmm"] = gmm_threshold(np.log(z / (1 - z)), seed=seed)
         t = float(1 / (1 + np.exp(-tz)))
+    elif base == "gmm3":
+        t, info["gmm"] = gmm3_threshold(x, seed=seed)
     elif base == "half":
         t = 0.5
     else:
