@@ -84,8 +84,9 @@ def her2st_model(
     * *Training*: the package defaults of :func:`spacrd_sc.tl.align` and :func:`spacrd_sc.tl.fit_vrbca`
       (20 alignment epochs, lr 1e-3; 30 fusion epochs, lr 5e-4; 256 gene PCs), seed ``seed``.
     * *Expected accuracy*: leave-one-section-out on the 8 sections with this configuration (all genes;
-      benchmarks/results/her2st_loo.md): mean ROC-AUC 0.878, average precision 0.897, F1 at the label-free
-      GMM threshold 0.739. A restricted gene set (e.g. a Xenium panel) changes these numbers and is not
+      benchmarks/results/her2st_loo.md): mean ROC-AUC 0.878, average precision 0.897; F1 at the default
+      label-free rule ``gmm3`` 0.752 (0.739 at the 2-component ``gmm``; benchmarks/results/her2st_nested.md,
+      seeds 0–4). A restricted gene set (e.g. a Xenium panel) changes these numbers and is not
       measured here.
     * *Limits*: trained on one platform (legacy ST), one tissue (HER2+ breast cancer) and 8 patients.
       **Cross-platform accuracy (Visium, Visium HD, Xenium targets) is not validated here**; check the scores

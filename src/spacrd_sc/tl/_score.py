@@ -25,7 +25,7 @@ def cancer_score(
     model: SpaCRD,
     *,
     key_added: str = SCORE_KEY,
-    threshold: str | float = "gmm",
+    threshold: str | float = "gmm3",
     library_key: str | None = None,
     neighbors_key: str | None = None,
     layer: str | None = None,
@@ -54,15 +54,17 @@ def cancer_score(
         Name the written keys derive from (:class:`spacrd_sc._constants.Key`): ``obs[f"{key_added}_score"]``,
         ``obs[f"{key_added}_cancer"]``, ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
     threshold
-        Label-free rule that turns each section's scores into calls (see ``spacrd_sc.tl._threshold``):
-        ``"gmm"`` (2-component Gaussian mixture on the scores, cut where the weighted components cross),
-        ``"gmm_logit"`` (the same on logit-scale scores), ``"half"`` (score ≥ 0.5), ``"prior"`` (EM
-        re-estimate of the section's cancer share from the training share, Saerens et al. 2002, then a 0.5
-        cut on the adjusted posteriors), ``"gmm3"`` (3-component mixture; every spot the lowest component does
-        not claim is called cancer), or any of these with ``"_smooth"`` appended (applied to the mean
-        score of each spot and its graph neighbours). A number: a fixed threshold on the score.
+        Label-free rule that turns each section's scores into calls (see ``spacrd_sc.tl._threshold``).
+        Default ``"gmm3"``: a 3-component Gaussian mixture on the scores, every spot the lowest (non-cancer)
+        component does not claim is called cancer; chosen by nested cross-validation on her2st
+        (``benchmarks/results/her2st_nested.md``). Others: ``"gmm"`` (2-component Gaussian mixture on the
+        scores, cut where the weighted components cross), ``"gmm_logit"`` (the same on logit-scale scores),
+        ``"half"`` (score ≥ 0.5), ``"prior"`` (EM re-estimate of the section's cancer share from the training
+        share, Saerens et al. 2002, then a 0.5 cut on the adjusted posteriors), or any of these with
+        ``"_smooth"`` appended (applied to the mean score of each spot and its graph neighbours). A number: a
+        fixed threshold on the score.
     library_key
-        ``obs`` column of sections when ``data`` holds several; scaling and the GMM threshold are per section.
+        ``obs`` column of sections when ``data`` holds several; scaling and the call rule are per section.
         Default: the model's library key when that column exists in ``obs``, else one section.
     neighbors_key
         Prefix of the squidpy graph in ``obsp``; default: the model's.
