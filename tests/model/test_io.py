@@ -130,7 +130,7 @@ def test_legacy_model_folders_load(name):
     model = sc_crd.SpaCRD.load(LEGACY / name, device="cpu")
     assert model.is_fitted and model.image_less == (name == "imageless")
     target = ad.read_h5ad(LEGACY / f"{name}_target.h5ad")
-    sc_crd.tl.cancer_score(target, model, device="cpu")
+    sc_crd.tl.cancer_score(target, model, device="cpu", threshold="gmm")  # the rule the stored calls were made with
     expected = np.load(LEGACY / f"{name}_scores.npz")
     np.testing.assert_array_equal(target.obs["spacrd_score"].to_numpy(), expected["score"])
     np.testing.assert_array_equal(target.obsm["X_spacrd"], expected["embedding"])
