@@ -75,7 +75,8 @@ def cancer_score(
     adapt_batchnorm
         Re-estimate the model's BatchNorm statistics on each section's own spots before scoring it (AdaBN,
         an unsupervised adaptation to the section; the model is not changed; no label is read). Recorded in
-        ``uns[key_added]["params"]``.
+        ``uns[key_added]["params"]``. Off by default: on her2st it did not raise the inner-CV AUC (0.872 vs
+        0.875, ``benchmarks/results/her2st_nested.md``).
     batch_size, device
         Inference batch size and device (default: the model's device).
     seed
