@@ -36,6 +36,23 @@ RULES = BASE_RULES + tuple(f"{r}_smooth" for r in BASE_RULES)
 _EPS = 1e-6
 
 
+def _mixture(x: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """A 1-d Gaussian mixture of ``x``: means, sds and weights sorted by mean, and the same as a JSON-able dict."""
+    from sklearn.mixture import GaussianMixture
+
+    gm = GaussianMixture(n_components=n_components, n_init=5, random_state=seed, reg_covar=1e-6).fit(x[:, None])
+    order = np.argsort(gm.means_.ravel())
+    m = gm.means_.ravel()[order]
+    s = np.sqrt(gm.covariances_.ravel()[order])
+    w = gm.weights_.ravel()[order]
+    info: dict[str, Any] = {
+        "means": [float(v) for v in m],
+        "sds": [float(v) for v in s],
+        "weights": [float(v) for v in w],
+    }
+    return m, s, w, info
+
+
 def gmm_threshold(scores: np.ndarray, *, seed: int = 0) -> tuple[float, dict[str, float]]:
     """Fit a 2-component Gaussian mixture to ``scores`` and return the crossing point between its means.
 
@@ -47,22 +64,11 @@ def gmm_threshold(scores: np.ndarray, *, seed: int = 0) -> tuple[float, dict[str
     -------
     The threshold and a dict with the fitted ``means``, ``sds`` and ``weights`` (low component first).
     """
-    from sklearn.mixture import GaussianMixture
-
     x = np.asarray(scores, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if x.size < 4 or np.ptp(x) == 0:
         raise ValueError("The GMM threshold needs at least 4 finite, not all equal scores.")
-    gm = GaussianMixture(n_components=2, n_init=5, random_state=seed, reg_covar=1e-6).fit(x[:, None])
-    order = np.argsort(gm.means_.ravel())
-    m = gm.means_.ravel()[order]
-    s = np.sqrt(gm.covariances_.ravel()[order])
-    w = gm.weights_.ravel()[order]
-    info = {
-        "means": [float(v) for v in m],
-        "sds": [float(v) for v in s],
-        "weights": [float(v) for v in w],
-    }
+    m, s, w, info = _mixture(x, 2, seed)
     # log(w1) - log(s1) - (t-m1)^2/(2 s1^2) = log(w2) - log(s2) - (t-m2)^2/(2 s2^2)  →  a t^2 + b t + c = 0
     a = 1 / (2 * s[1] ** 2) - 1 / (2 * s[0] ** 2)
     b = m[0] / s[0] ** 2 - m[1] / s[1] ** 2
@@ -93,22 +99,11 @@ def gmm3_threshold(scores: np.ndarray, *, seed: int = 0, grid: int = 4001) -> tu
     Where the lowest component is the most probable everywhere above its mean, the midpoint of the two lowest
     means is used and a warning is logged (``crossing`` is then False).
     """
-    from sklearn.mixture import GaussianMixture
-
     x = np.asarray(scores, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if x.size < 6 or np.unique(x).size < 3:
         raise ValueError("The 3-component GMM threshold needs at least 6 finite scores with 3 distinct values.")
-    gm = GaussianMixture(n_components=3, n_init=5, random_state=seed, reg_covar=1e-6).fit(x[:, None])
-    order = np.argsort(gm.means_.ravel())
-    m = gm.means_.ravel()[order]
-    s = np.sqrt(gm.covariances_.ravel()[order])
-    w = gm.weights_.ravel()[order]
-    info: dict[str, Any] = {
-        "means": [float(v) for v in m],
-        "sds": [float(v) for v in s],
-        "weights": [float(v) for v in w],
-    }
+    m, s, w, info = _mixture(x, 3, seed)
     g = np.linspace(m[0], x.max(), grid)
     logd = np.log(w) - np.log(s) - (g[:, None] - m) ** 2 / (2 * s**2)
     beyond = np.flatnonzero(logd.argmax(axis=1) != 0)
