@@ -157,10 +157,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("spacrd_sc").setLevel(logging.WARNING)
     out = Path(args.out)
-    have = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["method", "model"])
-    if len(have) and "seed" not in have:
-        have["seed"] = 0
-    done = set(zip(have["method"], have["model"], have.get("seed", []), strict=True))
+    have = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["method", "model", "seed"])
+    done = set(zip(have["method"], have["model"], have["seed"], strict=True))
     secs = load_sections(str(args.data_dir or default_data_dir()))
     frames = [have] if len(have) else []
     for method, kind in PLAN:
