@@ -111,3 +111,35 @@ def test_random_batching_and_continued_training(section):
     model.fit_fusion(section["x_gene"], None, section["neighbors"], section["y"], epochs=2, **FAST)
     assert len(model.history["fused"]) == 4
     assert model.training_params["fusion"]["batching"] == "local"
+
+
+def test_label_smoothing_bounds_the_scores(section):
+    """Smoothed targets ε/2 and 1 − ε/2: the trained scores stay inside them (BCE's minimum is at the target),
+    while hard targets push them further out; recorded in training_params; bad values fail before training."""
+    sec = section
+    spread = {}
+    for eps in (0.0, 0.4):
+        model = SpaCRD(sec["genes"], None, **SMALL)
+        model.fit_alignment(sec["x_gene"], None, sec["neighbors"], epochs=2, **FAST)
+        model.fit_fusion(
+            sec["x_gene"],
+            None,
+            sec["neighbors"],
+            sec["y"],
+            epochs=20,
+            lr=3e-3,
+            batch_size=64,
+            label_smoothing=eps,
+            **FAST,
+        )
+        p = model.predict_proba(sec["x_gene"], None, sec["neighbors"])
+        assert model.training_params["fusion"]["label_smoothing"] == eps
+        assert roc_auc_score(sec["y"], p) > 0.9
+        spread[eps] = (float(p.min()), float(p.max()))
+    assert spread[0.4][0] > 0.1 and spread[0.4][1] < 0.9
+    assert spread[0.0][0] < spread[0.4][0] and spread[0.0][1] > spread[0.4][1]
+    model = SpaCRD(sec["genes"], None, **SMALL)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            model.fit_fusion(sec["x_gene"], None, sec["neighbors"], sec["y"], label_smoothing=bad, **FAST)
+    assert not model.is_fitted

@@ -281,6 +281,7 @@ class SpaCRD:
         progress_bar: bool = True,
         batching: str = "local",
         amp: bool = False,
+        label_smoothing: float = 0.0,
     ) -> SpaCRD:
         """Stages 2 + 3: train the fusion, the VAE and the discriminator (encoders not frozen).
 
@@ -308,6 +309,10 @@ class SpaCRD:
             ``"local"``: batches made of compact groups of 16 neighbouring spots, which share most
             neighbour rows so ≈ 2× fewer rows are encoded per epoch; ``"random"``: spots drawn
             uniformly.
+        label_smoothing
+            ε in [0, 1): the classifier's BCE targets become ``ε/2`` (not cancer) and ``1 − ε/2`` (cancer),
+            which keeps the logits finite and the scores graded instead of pinned at 0 and 1. Recorded in
+            ``training_params["fusion"]``.
 
         Returns
         -------
@@ -318,6 +323,8 @@ class SpaCRD:
         dev = _resolve_device(device)
         if batching not in ("local", "random"):
             raise ValueError(f"batching must be 'local' or 'random', got {batching!r}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         fused_epochs = resolve_fused_epochs(epochs, fused_epochs, use_vae=self._cfg.use_vae)
         if self._cfg.use_contrastive and not self.is_aligned and not self.is_fitted:
             warnings.warn(
@@ -327,7 +334,7 @@ class SpaCRD:
                 stacklevel=2,
             )
         sched = (epochs, fused_epochs, batch_size, lr)
-        run_fusion(self, feats, nbr, labels, *sched, dev, seed, progress_bar, batching, amp)
+        run_fusion(self, feats, nbr, labels, *sched, dev, seed, progress_bar, batching, amp, label_smoothing)
         return self
 
     # ------------------------------------------------------------------ inference

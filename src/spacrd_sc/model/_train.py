@@ -130,8 +130,11 @@ def train_fusion(
     progress_bar: bool,
     batching: str = "local",
     amp: bool = False,
+    label_smoothing: float = 0.0,
 ) -> dict[str, list[float]]:
     """Stages 2 + 3: ``fused_epochs`` of ``L_fused``, then ``L_cls = BCE + γ·L_fused``; all weights train.
+
+    With ``label_smoothing`` ε the BCE targets are ``y·(1 − ε) + ε/2`` (the VAE prior still uses the hard class).
 
     Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE) and ``bce``,
     ``cls`` (classifier epochs).
@@ -149,6 +152,7 @@ def train_fusion(
         for b in epoch_batches(n, batch_size, rng, groups):
             idx = torch.from_numpy(b).to(device)
             yb = y[idx]
+            target = yb.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
             with autocast(device, amp):
                 h = net.fusion(*_streams(net, feats, idx, neighbors)).float()
                 logit, recon, mu, logvar = net.head(h)
@@ -157,7 +161,7 @@ def train_fusion(
                 parts["recon"], parts["kl"] = net.vae.loss(h, recon.float(), mu.float(), logvar.float(), yb)
                 parts["fused"] = parts["recon"] + beta * parts["kl"]
             if classify:
-                parts["bce"] = F.binary_cross_entropy_with_logits(logit.float(), yb.float())
+                parts["bce"] = F.binary_cross_entropy_with_logits(logit.float(), target)
                 parts["cls"] = parts["bce"] + gamma * parts["fused"] if "fused" in parts else parts["bce"]
                 loss = parts["cls"]
             else:
@@ -356,6 +360,7 @@ def run_fusion(
     progress_bar: bool,
     batching: str,
     amp: bool,
+    label_smoothing: float = 0.0,
 ) -> None:
     """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue) per member, train, record."""
     model._move(dev)
@@ -391,6 +396,7 @@ def run_fusion(
                     progress_bar=progress_bar,
                     batching=batching,
                     amp=amp,
+                    label_smoothing=float(label_smoothing),
                 )
             )
     elapsed = time.perf_counter() - t0
@@ -406,6 +412,7 @@ def run_fusion(
         "member_seeds": member_seeds(model, seed),
         "device": dev,
         "batching": batching,
+        "label_smoothing": float(label_smoothing),
         "n_spots": int(len(labels)),
         "n_cancer": int(labels.sum()),
         "seconds": round(elapsed, 2),

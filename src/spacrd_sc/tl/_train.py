@@ -158,6 +158,7 @@ def fit_vrbca(
     fused_epochs: int | None = None,
     batch_size: int = 512,
     lr: float | None = None,
+    label_smoothing: float = 0.0,
     device: str = "auto",
     seed: int = 0,
     progress_bar: bool | None = None,
@@ -179,6 +180,9 @@ def fit_vrbca(
     epochs, fused_epochs, batch_size, lr
         Schedule: the first ``fused_epochs`` optimise the fusion loss only, the rest the classification loss.
         ``None`` keeps the model's defaults.
+    label_smoothing
+        ε in [0, 1): train the classifier on targets ``ε/2`` / ``1 − ε/2`` instead of 0 / 1 (graded rather
+        than saturated scores; see :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Off by default.
     {device}
     {seed}
     {progress_bar}
@@ -207,7 +211,9 @@ def fit_vrbca(
         sched["fused_epochs"] = fused_epochs
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     x = (arrays.x_gene, arrays.x_image, arrays.neighbors)
-    model.fit_fusion(*x, y, **sched, device=device, seed=seed, progress_bar=progress_bar)
+    model.fit_fusion(
+        *x, y, **sched, label_smoothing=label_smoothing, device=device, seed=seed, progress_bar=progress_bar
+    )
     emb_key = Key.embedding(key_added)
     _warn_overwrite(adata, "obsm", emb_key)
     adata.obsm[emb_key] = model.predict(*x).embedding
