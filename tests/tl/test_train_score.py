@@ -163,6 +163,8 @@ def test_bad_inputs(sources, target, trained):
     s1.obs["cancer"] = False
     with pytest.raises(ValueError, match="single class"):
         sc_crd.tl.fit_vrbca(s1, trained, **FAST)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        sc_crd.tl.fit_vrbca(sources, trained, label_smoothing=1.5, **FAST)
     s2 = sources.copy()
     del s2.obsp["spatial_connectivities"]
     with pytest.raises(KeyError, match="squidpy.gr.spatial_neighbors"):
@@ -187,8 +189,9 @@ def test_gene_sets_and_key_added(sources, target):
     panel = [f"g{j}" for j in range(0, 120, 2)] + ["NOT_IN_SOURCES", "g0"]
     m = sc_crd.tl.align(sources, target_genes=panel, n_top_genes=20, **SMALL, **{**FAST, "epochs": 1})
     assert len(m.genes) == 20 and set(m.genes) <= set(panel[:60])
-    sc_crd.tl.fit_vrbca(sources, m, key_added="run1", **{**FAST, "epochs": 2})
+    sc_crd.tl.fit_vrbca(sources, m, key_added="run1", label_smoothing=0.1, **{**FAST, "epochs": 2})
     assert sources.obsm["X_run1"].shape == (sources.n_obs, D) and "X_spacrd" not in sources.obsm
+    assert m.training_params["fusion"]["label_smoothing"] == 0.1
     sc_crd.tl.cancer_score(target, m, key_added="run1")
     assert {"run1_score", "run1_cancer"} <= set(target.obs) and "X_run1" in target.obsm and "run1" in target.uns
     with pytest.raises(ValueError, match="match up to letter case"):
