@@ -92,7 +92,12 @@ def evaluate_rules(scores: pd.DataFrame, secs: dict, rules: list[str] | None = N
         conn = a.obsp["spatial_connectivities"]
         seconds = g["seconds"].iloc[0] if "seconds" in g else np.nan  # fit wall time (not in the LOO CSV)
         base = {"method": method, "kind": kind, "model": model, "section": section, "seed": seed, "seconds": seconds}
-        base.update(auc=roc_auc_score(y, p), true_share=y.mean())
+        base.update(
+            auc=roc_auc_score(y, p),
+            true_share=y.mean(),
+            graded_share=np.mean((p > 0.1) & (p < 0.9)),  # label-free: spots not pinned near 0 or 1
+            cancer_low_share=np.mean(p[y] < 0.1),  # cancer spots scored at the non-cancer level (reporting only)
+        )
         for rule in rules or CANDIDATES:
             calls, info = call_cancer(p, rule, source_share=share, connectivities=conn)
             rows.append(
@@ -291,6 +296,27 @@ def targets_text(pkg: pd.DataFrame, name: str, summary: pd.DataFrame, ev: pd.Dat
     return lines + [""]
 
 
+def saturation_text(ev: pd.DataFrame) -> list[str]:
+    """How graded each method's held-out scores are (seed means over the outer sections)."""
+    if "graded_share" not in ev or ev["graded_share"].isna().all():
+        return []
+    g = ev[(ev.kind == "outer") & (ev.rule == "gmm")].groupby(["method", "section"])
+    per = g[["graded_share", "cancer_low_share"]].mean()
+    table = per["graded_share"].groupby("method").mean().to_frame("graded (all sections)") * 100
+    low = per["cancer_low_share"].unstack().reindex(columns=TUMOUR_RICH) * 100
+    table = table.join(low.add_prefix("cancer < 0.1, "))
+    return [
+        "## How graded the held-out scores are (%)",
+        "",
+        "`graded`: share of a held-out section's spots scored strictly between 0.1 and 0.9 (label-free), mean over "
+        "the 8 outer sections; `cancer < 0.1, T`: share of T's cancer spots scored below 0.1, i.e. at the level "
+        "of the non-cancer spots, where no cut can call them (uses T's labels; reading only).",
+        "",
+        md(table.reindex([m for m in METHODS if m in table.index])),
+        "",
+    ]
+
+
 def fit_seconds(ev: pd.DataFrame) -> pd.Series:
     """Median wall seconds per pair fit, by method."""
     return ev[ev.kind == "pair"].drop_duplicates(["method", "model"]).groupby("method")["seconds"].median()
@@ -472,6 +498,7 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         ),
         "",
     ]
+    lines += saturation_text(ev)
     if decision is not None:
         setting, rule = decision
         lines += targets_text(fixed_rule_outer(ev, setting, rule), f"`{setting}` + `{rule}`", summary, ev)
