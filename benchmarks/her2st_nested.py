@@ -255,17 +255,17 @@ def fixed_rule_outer(ev: pd.DataFrame, method: str, rule: str) -> pd.DataFrame:
     return g.groupby("section")[["auc", "f1", "called_share", "true_share"]].mean().reindex(SECTIONS)
 
 
-def targets_text(pkg: pd.DataFrame, name: str, summary: pd.DataFrame, ev: pd.DataFrame) -> list[str]:
-    """The issue's targets, judged on the package default (``pkg``: :func:`fixed_rule_outer` of the setting and
-    call rule that :func:`default_decision` picked on inner CV, described by ``name``)."""
-    rule = name.split("`")[-2]
+def targets_text(setting: str, rule: str, summary: pd.DataFrame, ev: pd.DataFrame) -> list[str]:
+    """The issue's targets, judged on the package default: the ``setting`` and call ``rule`` that
+    :func:`default_decision` picked on inner CV, the rule applied in every outer fold."""
+    pkg = fixed_rule_outer(ev, setting, rule)
     auc, f1 = pkg["auc"].mean(), pkg["f1"].mean()
     lines = [
         "## Against the issue's targets",
         "",
-        f"Judged on the package default decided above: {name}, the same rule in every outer fold (outer scores "
-        "averaged over the seeds that have them). Baselines: at the rule their own nested CV chose per fold "
-        "(`nested`) and at the same fixed rule (`same rule`).",
+        f"Judged on the package default decided above: `{setting}` + `{rule}`, the same rule in every outer fold "
+        "(outer scores averaged over the seeds that have them). Baselines: at the rule their own nested CV chose "
+        "per fold (`nested`) and at the same fixed rule (`same rule`).",
         "",
         f"* Mean AUC ≥ 0.90: {auc:.3f} — "
         + ("met." if auc >= 0.9 else f"missed by {0.9 - auc:.3f}.")
@@ -512,8 +512,7 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
     ]
     lines += saturation_text(ev)
     if decision is not None:
-        setting, rule = decision
-        lines += targets_text(fixed_rule_outer(ev, setting, rule), f"`{setting}` + `{rule}`", summary, ev)
+        lines += targets_text(*decision, summary, ev)
     outer = ev[ev.kind == "outer"].groupby(["method", "section", "rule"])["f1"].mean()
     fixed = outer.groupby(["method", "rule"]).mean().unstack().reindex(columns=CANDIDATES)
     lines += [
