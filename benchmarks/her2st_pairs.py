@@ -40,7 +40,7 @@ from spacrd_sc.tl import _inputs
 OUT = RESULTS / "her2st_pairs_scores.csv.gz"
 PAIRS = [tuple(p) for p in itertools.combinations(SECTIONS, 2)]
 BASELINE_PLAN = {"LogReg (z + smoothing)": bl.logreg, "LightGBM (z + smoothing)": bl.lightgbm}
-#: SpaCRD settings compared by nested CV (keyword arguments of ``tl.align``; the incumbent default first). Candidate
+#: SpaCRD settings compared by nested CV (keyword arguments of ``tl.align``; the package default first). Candidate
 #: "no scaling": log-normalised expression without per-section z-scaling, the hypothesis of ``her2st_failures.md``
 #: that centring each gene on a tumour-dominated section removes part of the tumour signal. Candidate "12
 #: neighbours": a second ring of neighbours (on the ST grid the 12 nearest spots are the 4 adjacent, 4 diagonal and
@@ -51,18 +51,21 @@ BASELINE_PLAN = {"LogReg (z + smoothing)": bl.logreg, "LightGBM (z + smoothing)"
 #: tumour spots score at the non-tumour level), so two ways of training a less saturated classifier:
 #: ``fit_vrbca(label_smoothing=0.1)`` and a shorter fusion schedule, 16 epochs (8 + 8) instead of 30 (15 + 15)
 #: (``fit_kwargs``: keyword arguments of ``tl.fit_vrbca``); "8 epochs" (4 + 4) added after the 16-epoch inner CV
-#: came out ahead of the default, to see the epoch axis beyond one step.
+#: came out ahead of the default, to see the epoch axis beyond one step. Fourth round: "8 epochs" is the package
+#: default since the third round and heads the dict (the reference of the nested decision; its seed-1 pair models
+#: give the seed-noise margin); candidate "4 epochs" (2 + 2) continues the epoch axis, which improved at each step.
 #: The first five were scored under the previous package default of 30 fusion epochs, which they pin
 #: (``E30``) so that a rerun reproduces the committed scores whatever the package default.
 E30 = {"epochs": 30}
 SPACRD_SETTINGS: dict[str, dict] = {
+    "SpaCRD (8 epochs)": {"fit_kwargs": {"epochs": 8}},
     "SpaCRD": {"fit_kwargs": E30},
     "SpaCRD (no scaling)": {"scaling": "none", "fit_kwargs": E30},
     "SpaCRD (12 neighbours)": {"model_kwargs": {"n_neighbors": 12}, "graph_neighs": 12, "fit_kwargs": E30},
     "SpaCRD (AdaBN)": {"score_kwargs": {"adapt_batchnorm": True}, "fit_kwargs": E30},
     "SpaCRD (label smoothing)": {"fit_kwargs": {"label_smoothing": 0.1, **E30}},
     "SpaCRD (16 epochs)": {"fit_kwargs": {"epochs": 16}},
-    "SpaCRD (8 epochs)": {"fit_kwargs": {"epochs": 8}},
+    "SpaCRD (4 epochs)": {"fit_kwargs": {"epochs": 4}},
 }
 #: Work order: cheap fits first, so a cut-short run still completes the nested CV of the cheap methods.
 PLAN = [
@@ -82,6 +85,8 @@ PLAN = [
     ("SpaCRD (16 epochs)", "outer"),
     ("SpaCRD (8 epochs)", "pair"),
     ("SpaCRD (8 epochs)", "outer"),
+    ("SpaCRD (4 epochs)", "pair"),
+    ("SpaCRD (4 epochs)", "outer"),
     ("LightGBM (z + smoothing)", "outer"),
     ("LightGBM (z + smoothing)", "pair"),
 ]
