@@ -27,14 +27,19 @@ from sklearn.metrics import f1_score, roc_auc_score
 from spacrd_sc.tl import cancer_score
 from spacrd_sc.tl._threshold import RULES, call_cancer
 
-#: Seed ensembles of the default SpaCRD (``model_kwargs={"n_members": k}``). Member ``i`` of an ensemble trained
-#: with seed 0 is exactly the single model trained with seed ``i`` (``tests/model/test_ensemble.py``), and the
+#: Seed ensembles (``model_kwargs={"n_members": k}``): name -> (single-model setting, k). Member ``i`` of an ensemble
+#: trained with seed 0 is exactly the single model trained with seed ``i`` (``tests/model/test_ensemble.py``), and the
 #: ensemble's score is the mean of its members' probabilities, so its scores are composed here from the single
-#: models' (pair models: seeds 0…k−1 from ``her2st_pairs.py --seeds``; outer: seed 0 from there, seeds 1–4 from
-#: the LOO run) instead of refitted. Fit seconds are the sum over the members. Larger ensembles are not candidates:
-#: one fold (7 sources → 1 section) must stay within 2 minutes on the benchmark's 2-core CPU (issue #12), and a
-#: member takes ≈ 54 s.
-ENSEMBLES = {"SpaCRD (2 seeds)": 2}
+#: models' (pair models: seeds 0…k−1 from ``her2st_pairs.py --seeds``; outer: seed 0 from there, further seeds from
+#: the LOO run for ``SpaCRD`` and from ``her2st_pairs.py --kinds outer --seeds`` for ``SpaCRD (8 epochs)``) instead
+#: of refitted. Fit seconds are the sum over the members. One fold (7 sources → 1 section) must stay within 2 minutes
+#: on the benchmark's 2-core CPU (issue #12): a 30-epoch member takes ≈ 54 s, so 2 members at most; an 8-epoch one
+#: ≈ 36 s (fold with data preparation), so up to 3.
+ENSEMBLES = {
+    "SpaCRD (2 seeds)": ("SpaCRD", 2),
+    "SpaCRD (8 epochs, 2 seeds)": ("SpaCRD (8 epochs)", 2),
+    "SpaCRD (8 epochs, 3 seeds)": ("SpaCRD (8 epochs)", 3),
+}
 #: SpaCRD settings (``her2st_pairs.SPACRD_SETTINGS``, the package default first; then the seed ensembles) and
 #: the baselines.
 SPACRD_SETTINGS = list(_SETTINGS) + list(ENSEMBLES)
@@ -56,13 +61,15 @@ def load_scores(pairs_csv: Path, loo_csv: Path) -> pd.DataFrame:
     outer = pd.read_csv(loo_csv).query("method == 'SpaCRD'").assign(kind="outer")
     outer["model"] = outer["section"]
     df = pd.concat([df, outer], ignore_index=True)
-    return pd.concat([df, *(ensemble_scores(df, name, k) for name, k in ENSEMBLES.items())], ignore_index=True)
+    return pd.concat(
+        [df, *(ensemble_scores(df, name, base, k) for name, (base, k) in ENSEMBLES.items())], ignore_index=True
+    )
 
 
-def ensemble_scores(scores: pd.DataFrame, name: str, k: int) -> pd.DataFrame:
-    """Scores of the default SpaCRD's ``k``-member seed ensemble (method ``name``, seed 0): the mean of the
+def ensemble_scores(scores: pd.DataFrame, name: str, base: str, k: int) -> pd.DataFrame:
+    """Scores of setting ``base``'s ``k``-member seed ensemble (method ``name``, seed 0): the mean of the
     seed-0…k−1 single models' scores, for every model whose k seeds are all present."""
-    single = scores[(scores.method == SPACRD_SETTINGS[0]) & (scores.seed < k)]
+    single = scores[(scores.method == base) & (scores.seed < k)]
     out = []
     for _, g in single.groupby(["kind", "model", "section"], sort=False):
         members = [m for _, m in g.groupby("seed")]
@@ -422,14 +429,16 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         "28 fits per method, `her2st_pairs.py`). A candidate rule's inner F1 is its mean F1 over the 7 inner "
         "sections; the best rule (ties: the earlier in the list) is applied to T's scores from the model trained "
         "on all 7 other sections. T's labels are used only to report the result. Candidate rules "
-        f"(`spacrd_sc.tl._threshold`): {', '.join(f'`{r}`' for r in CANDIDATES)}. `SpaCRD`: the package default "
-        "until the third round (30 fusion epochs), image-less; pair models seed 0, outer scores from the "
-        "committed LOO run (seeds 1–4) and a seed-0 outer model (`her2st_pairs.py`), metrics averaged over the "
-        "seeds; `SpaCRD (8 epochs)` also has outer models of seeds 1–4. SpaCRD setting candidates "
-        "(`her2st_pairs.SPACRD_SETTINGS`): "
-        f"{', '.join(f'`{m}`' for m in _SETTINGS if m != SPACRD_SETTINGS[0])} (pair and outer models seed 0) and "
-        f"the seed ensembles {', '.join(f'`{m}`' for m in ENSEMBLES)} (`SpaCRD(n_members=k)`: the mean of the "
-        "default's single-model scores of seeds 0…k−1, which is what the ensemble computes; fit time: the sum); "
+        f"(`spacrd_sc.tl._threshold`): {', '.join(f'`{r}`' for r in CANDIDATES)}. `{SPACRD_SETTINGS[0]}`: the "
+        "package default since the third round (image-less, 8 fusion epochs); pair models seeds 0–2 (seed 0 in "
+        "the per-rule tables, seed 1 for the noise margin, seeds 0–2 as ensemble members), outer models seeds 0–4, "
+        "metrics averaged over the seeds. `SpaCRD`: the default until the third round (30 fusion epochs); pair "
+        "models seeds 0–1, outer scores from the committed LOO run (seeds 1–4) and a seed-0 outer model. Other "
+        "SpaCRD setting candidates (`her2st_pairs.SPACRD_SETTINGS`): "
+        f"{', '.join(f'`{m}`' for m in _SETTINGS if m not in SPACRD_SETTINGS[:2])} (pair and outer models seed 0) "
+        f"and the seed ensembles {', '.join(f'`{m}`' for m in ENSEMBLES)} (`SpaCRD(n_members=k)`: the mean of "
+        "the setting's single-model scores of seeds 0…k−1, which is what the ensemble computes; fit time: the "
+        "sum); "
         f"`{NESTED_SPACRD}` takes, per outer fold, the setting whose chosen rule has the best inner F1 "
         "(ties: the default). Baselines: `_baselines.py` on the same folds and genes (seed 0). "
         "Cancer = invasive cancer + cancer in situ.",
