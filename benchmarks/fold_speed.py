@@ -9,6 +9,7 @@ the table gives the median over repeats.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import resource
@@ -32,7 +33,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--n-neighbors", type=int, default=6, help="graph neighbours per spot read by the model")
-    p.add_argument("--n-members", type=int, default=1, help="networks in the model (a seed ensemble when > 1)")
+    p.add_argument(
+        "--n-members",
+        type=int,
+        default=inspect.signature(sc_crd.SpaCRD).parameters["n_members"].default,
+        help="networks in the model (a seed ensemble when > 1; default: the package default)",
+    )
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "fold_speed.md"))
     args = p.parse_args()
 

@@ -112,6 +112,9 @@ def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -
     n_neighs = setting.pop("graph_neighs", None)
     score_kwargs = setting.pop("score_kwargs", {})
     fit_kwargs = setting.pop("fit_kwargs", {})
+    # one network per fit whatever the package default: seed ensembles are composed from single models' scores
+    # (her2st_nested.ENSEMBLES), so a rerun reproduces the committed scores
+    model_kwargs = {"n_members": 1, **setting.pop("model_kwargs", {})}
     if n_neighs is not None:  # every spatial graph (sources and held-out sections) built at this size
         secs = {s: a.copy() for s, a in secs.items()}
         for a in secs.values():
@@ -123,7 +126,14 @@ def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -
     t0 = time.perf_counter()
     if method in SPACRD_SETTINGS:
         model = sc_crd.tl.align(
-            sources, image_key=None, genes=genes, seed=seed, progress_bar=False, device="cpu", **setting
+            sources,
+            image_key=None,
+            genes=genes,
+            seed=seed,
+            progress_bar=False,
+            device="cpu",
+            model_kwargs=model_kwargs,
+            **setting,
         )
         sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu", **fit_kwargs)
         fus = model.training_params["fusion"]

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-#: Small network for fast model tests (the defaults are exercised once in tests/model/test_training.py).
-SMALL = {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8}
+#: One small network for fast model tests (the default size in tests/model/test_training.py, the default
+#: 3-network ensemble in tests/model/test_ensemble.py and the real-data tests).
+SMALL = {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8, "n_members": 1}
 #: Quiet CPU training for tests.
 FAST = {"progress_bar": False, "device": "cpu"}
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from _helpers.sections import SMALL
 
 from spacrd_sc.model import SpaCRD
 
@@ -57,6 +60,19 @@ def test_one_member_saves_the_single_network_names(fitted_expression, tmp_path):
     names = load_file(tmp_path / "m" / "model.safetensors").keys()
     assert not any(k.startswith("member") for k in names)
     assert set(names) == set(fitted_expression.net.state_dict())
+
+
+def test_default_is_three_networks_and_models_saved_before_n_members_load_as_one(tmp_path):
+    small = {k: v for k, v in SMALL.items() if k != "n_members"}
+    model = SpaCRD([f"g{i}" for i in range(20)], None, **small)
+    assert model.config["n_members"] == 3 and len(model.nets) == 3
+    single = SpaCRD(model.genes, None, **SMALL)
+    single.save(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    del cfg["config"]["n_members"]  # a model written before n_members existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    loaded = SpaCRD.load(tmp_path / "old", device="cpu")
+    assert loaded.config["n_members"] == 1 and len(loaded.nets) == 1
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])

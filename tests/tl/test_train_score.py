@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 import spacrd_sc as sc_crd
+from spacrd_sc.tl._threshold import smooth_scores
 
 FAST = {"epochs": 4, "device": "cpu", "progress_bar": False}
 #: A small network keeps these tests fast; the default sizes are covered by tests/model.
@@ -35,9 +36,10 @@ def test_pipeline_outputs(sources, target, trained):
     assert uns["params"]["n_model_genes"] == 60 and uns["params"]["n_genes_absent"] == 0
     assert uns["params"]["mode"] == model.mode_description and "neighbour" in uns["params"]["mode"]
     assert uns["params"]["spacrd_sc_version"] == sc_crd.__version__
-    t = uns["threshold"]
-    assert uns["gmm"]["means"][0] < t < uns["gmm"]["means"][1]
-    np.testing.assert_array_equal(target.obs["spacrd_cancer"], s >= t)
+    # the default rule: the mean score of each spot and its graph neighbours, cut at 0.5
+    assert uns["params"]["threshold"] == "half_smooth" and uns["threshold"] == 0.5
+    smoothed = smooth_scores(s.to_numpy(), target.obsp["spatial_connectivities"])
+    np.testing.assert_array_equal(target.obs["spacrd_cancer"], smoothed >= 0.5)
     res = sc_crd.tl.evaluate(target)
     assert res["auc"] > 0.8, res  # a clear synthetic signal, learned on other "sections"
 

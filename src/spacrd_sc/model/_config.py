@@ -12,6 +12,9 @@ MODALITIES = ("both", "expression", "image")
 #: Gene principal components in front of the gene encoder (for 3000 genes: 0.26 M instead of 3.1 M weights
 #: in the first layer, and the low-variance gene directions, mostly noise, left out).
 DEFAULT_N_PCS = 256
+#: Networks per model (a seed ensemble; probabilities averaged): 3, chosen over one network by nested
+#: leave-one-section-out CV on her2st (benchmarks/results/her2st_nested.md, fourth round).
+DEFAULT_N_MEMBERS = 3
 
 
 def _positive_int_or_none(value: Any, name: str) -> int | None:
@@ -56,7 +59,7 @@ class ModelConfig:
     use_vae: bool = True
     modality: str = "both"
     n_pcs: int | None = field(default=DEFAULT_N_PCS)
-    n_members: int = 1
+    n_members: int = DEFAULT_N_MEMBERS
 
     def __post_init__(self) -> None:
         genes = self.genes
@@ -174,7 +177,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; also reads configs saved before ``n_pcs`` existed (genes fed directly)."""
+        """Inverse of :meth:`to_dict`; also reads configs saved before ``n_pcs`` existed (genes fed directly) and
+        before ``n_members`` existed (one network)."""
         if not isinstance(d, Mapping):
             raise ValueError(f"A model config must be a mapping, got {type(d).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -183,7 +187,7 @@ class ModelConfig:
             raise ValueError(f"Unknown model config entries {unknown}; known: {sorted(known)}.")
         if "genes" not in d:
             raise ValueError("The model config has no 'genes' entry.")
-        return cls(**{"n_pcs": None, **d})
+        return cls(**{"n_pcs": None, "n_members": 1, **d})
 
     @classmethod
     def build(cls, genes: Sequence[str], n_image_features: int | None = None, **kwargs: Any) -> ModelConfig:

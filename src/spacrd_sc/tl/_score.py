@@ -25,7 +25,7 @@ def cancer_score(
     model: SpaCRD,
     *,
     key_added: str = SCORE_KEY,
-    threshold: str | float = "gmm3",
+    threshold: str | float = "half_smooth",
     library_key: str | None = None,
     neighbors_key: str | None = None,
     layer: str | None = None,
@@ -55,10 +55,11 @@ def cancer_score(
         ``obs[f"{key_added}_cancer"]``, ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
     threshold
         Label-free rule that turns each section's scores into calls (see ``spacrd_sc.tl._threshold``).
-        Default ``"gmm3"``: a 3-component Gaussian mixture on the scores, every spot the lowest (non-cancer)
-        component does not claim is called cancer; chosen by nested cross-validation on her2st
+        Default ``"half_smooth"``: a spot is called cancer when the mean score of the spot and its graph
+        neighbours is ≥ 0.5; chosen by nested cross-validation on her2st for the default model
         (``benchmarks/results/her2st_nested.md``). Others: ``"gmm"`` (2-component Gaussian mixture on the
         scores, cut where the weighted components cross), ``"gmm_logit"`` (the same on logit-scale scores),
+        ``"gmm3"`` (3-component Gaussian mixture, every spot the lowest component does not claim is cancer),
         ``"half"`` (score ≥ 0.5), ``"prior"`` (EM re-estimate of the section's cancer share from the training
         share, Saerens et al. 2002, then a 0.5 cut on the adjusted posteriors), or any of these with
         ``"_smooth"`` appended (applied to the mean score of each spot and its graph neighbours). A number: a

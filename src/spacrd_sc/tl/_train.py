@@ -78,8 +78,9 @@ def align(
     model_kwargs
         Further :class:`~spacrd_sc.SpaCRD` constructor arguments (dimensions, temperature, β, γ, ...), e.g.
         ``{"n_pcs": None}`` to feed the genes to the encoder directly instead of as their top 256 principal
-        components (computed on these spots, stored in the model; the default), or ``{"n_members": 3}`` for a
-        seed ensemble of three networks in one model (probabilities averaged; three times the training time).
+        components (computed on these spots, stored in the model; the default), or ``{"n_members": 1}`` for a
+        single network instead of the default seed ensemble of three (probabilities averaged; a third of the
+        training time).
     epochs, batch_size, lr
         Stage-1 schedule; ``None`` keeps the model's defaults.
     {device}
