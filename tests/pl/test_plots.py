@@ -103,6 +103,15 @@ def test_score_distribution_returns_axes_and_threshold(scored: AnnData) -> None:
     assert any("threshold 0.50" in t.get_text() for t in ax.get_legend().get_texts())
 
 
+def test_score_distribution_says_when_the_rule_cuts_the_smoothed_score(scored: AnnData) -> None:
+    scored.uns["spacrd"]["params"] = {"threshold": "half_smooth"}
+    ax = sc_crd.pl.score_distribution(scored, show=False)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["threshold 0.50 (on the neighbourhood mean)"]
+    scored.uns["spacrd"]["params"] = {"threshold": "gmm3"}
+    ax = sc_crd.pl.score_distribution(scored, show=False)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["threshold 0.50"]
+
+
 def test_score_distribution_default_order_is_category_order(scored: AnnData) -> None:
     ax = sc_crd.pl.score_distribution(scored, show=False)
     assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == CATEGORIES

@@ -64,7 +64,10 @@ def score_distribution(
         ``"violin"`` (one violin per category) or ``"hist"`` (overlaid step histograms).
     threshold
         Threshold to mark; default: ``uns[prefix]["threshold"]`` written by :func:`spacrd_sc.tl.cancer_score`
-        (a float, or the mean over sections when it is per section). Not drawn when absent.
+        (a float, or the mean over sections when it is per section). Not drawn when absent. With a
+        ``*_smooth`` rule (the default ``"half_smooth"``) the calls compare each spot's neighbourhood-mean
+        score, not the score drawn here, with the threshold, so spots on either side of the line may be
+        called either way; the legend says so.
     order
         Order of the categories; default: the column's category order.
     bins
@@ -102,13 +105,17 @@ def score_distribution(
     unknown = set(cats) - set(groups.categories)
     if unknown:
         raise ValueError(f"order names categories not in adata.obs[{groupby!r}]: {sorted(unknown)}.")
+    record = adata.uns.get(Key.prefix(score_key) or score_key)
+    record = record if isinstance(record, dict) else {}
+    smoothed = False
     if threshold is None:
-        prefix = Key.prefix(score_key) or score_key
-        stored = adata.uns.get(prefix, {}).get("threshold") if isinstance(adata.uns.get(prefix), dict) else None
+        stored = record.get("threshold")
         if isinstance(stored, dict):
             threshold = float(np.mean(list(stored.values())))
         elif stored is not None:
             threshold = float(stored)
+        smoothed = str(record.get("params", {}).get("threshold", "")).endswith("_smooth")
+    label = None if threshold is None else f"threshold {threshold:.2f}" + (" (on the neighbourhood mean)" * smoothed)
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(cats) + 2), 3.5))
     data_by = [scores[np.asarray(groups == c)] for c in cats]
@@ -126,7 +133,7 @@ def score_distribution(
         )
         ax.set_ylabel(score_key)
         if threshold is not None:
-            ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+            ax.axhline(threshold, color="crimson", ls="--", lw=1, label=label)
     else:
         edges = np.linspace(np.nanmin(scores), np.nanmax(scores), bins + 1)
         for c, d in zip(cats, data_by, strict=True):
@@ -134,7 +141,7 @@ def score_distribution(
         ax.set_xlabel(score_key)
         ax.set_ylabel("spots")
         if threshold is not None:
-            ax.axvline(threshold, color="crimson", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+            ax.axvline(threshold, color="crimson", ls="--", lw=1, label=label)
     if threshold is not None or kind == "hist":
         ax.legend(fontsize=7, frameon=False)
     ax.set_title(f"{score_key} by {groupby}" if groupby else score_key)
