@@ -75,6 +75,16 @@ def test_default_is_three_networks_and_models_saved_before_n_members_load_as_one
     assert loaded.config["n_members"] == 1 and len(loaded.nets) == 1
 
 
+def test_progress_bars_name_each_network(section, capsys):
+    model = SpaCRD(section["genes"], None, **{**SMALL, "n_members": 2})
+    args = (section["x_gene"], None, section["neighbors"])
+    model.fit_alignment(*args, epochs=1, progress_bar=True, device="cpu")
+    model.fit_fusion(*args, section["y"], epochs=2, progress_bar=True, device="cpu")
+    err = capsys.readouterr().err
+    for stage in ("alignment", "fusion"):
+        assert f"SpaCRD {stage}, network 1/2" in err and f"SpaCRD {stage}, network 2/2" in err
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_bad_member_count(bad):
     with pytest.raises(ValueError, match="n_members"):

@@ -57,6 +57,12 @@ def _bar(epochs: int, desc: str, progress_bar: bool):
     return _progress(range(epochs), desc=desc, disable=not progress_bar, leave=False)
 
 
+def _bar_desc(stage: str, member: int, model: SpaCRD) -> str:
+    """Progress-bar label of one member's training: ``stage``, plus ``network i/k`` in an ensemble."""
+    k = model._cfg.n_members
+    return f"{stage}, network {member + 1}/{k}" if k > 1 else stage
+
+
 def train_alignment(
     net: SpaCRDNet,
     views: list[torch.Tensor],
@@ -70,6 +76,7 @@ def train_alignment(
     device: str,
     progress_bar: bool,
     amp: bool = False,
+    desc: str = "SpaCRD alignment",
 ) -> list[float]:
     """Stage 1: InfoNCE between two paired views of the same spots.
 
@@ -84,7 +91,7 @@ def train_alignment(
         e.train()
     n = views[0].shape[0]
     history: list[float] = []
-    bar = _bar(epochs, "SpaCRD alignment", progress_bar)
+    bar = _bar(epochs, desc, progress_bar)
     for _ in bar:
         total, seen = 0.0, 0
         for b in epoch_batches(n, batch_size, rng):
@@ -131,6 +138,7 @@ def train_fusion(
     batching: str = "local",
     amp: bool = False,
     label_smoothing: float = 0.0,
+    desc: str = "SpaCRD fusion",
 ) -> dict[str, list[float]]:
     """Stages 2 + 3: ``fused_epochs`` of ``L_fused``, then ``L_cls = BCE + γ·L_fused``; all weights train.
 
@@ -144,7 +152,7 @@ def train_fusion(
     n = neighbors.shape[0]
     groups = local_clusters(neighbors_np, GROUP_SIZE, rng) if batching == "local" else None
     history: dict[str, list[float]] = defaultdict(list)
-    bar = _bar(epochs, "SpaCRD fusion", progress_bar)
+    bar = _bar(epochs, desc, progress_bar)
     for epoch in bar:
         classify = net.vae is None or epoch >= fused_epochs
         sums: dict[str, float] = defaultdict(float)
@@ -307,7 +315,7 @@ def run_alignment(
     t0 = time.perf_counter()
     tensors = [torch.from_numpy(v).to(dev) for v in views]
     nets, hists = [], []
-    for s in member_seeds(model, seed):
+    for i, s in enumerate(member_seeds(model, seed)):
         with seeded(s, dev):
             net = model._build(s)
             _fit_pca(model, net, feats, s)
@@ -323,6 +331,7 @@ def run_alignment(
                 device=dev,
                 progress_bar=progress_bar,
                 amp=amp,
+                desc=_bar_desc("SpaCRD alignment", i, model),
             )
         nets.append(net)
         hists.append({"align": hist})
@@ -397,6 +406,7 @@ def run_fusion(
                     batching=batching,
                     amp=amp,
                     label_smoothing=float(label_smoothing),
+                    desc=_bar_desc("SpaCRD fusion", i, model),
                 )
             )
     elapsed = time.perf_counter() - t0
