@@ -115,7 +115,9 @@ def score_distribution(
         elif stored is not None:
             threshold = float(stored)
         smoothed = str(record.get("params", {}).get("threshold", "")).endswith("_smooth")
-    label = None if threshold is None else f"threshold {threshold:.2f}" + (" (on the neighbourhood mean)" * smoothed)
+    label = None
+    if threshold is not None:
+        label = f"threshold {threshold:.2f}" + (" (on the neighbourhood mean)" if smoothed else "")
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(cats) + 2), 3.5))
     data_by = [scores[np.asarray(groups == c)] for c in cats]
