@@ -28,21 +28,25 @@ from spacrd_sc.tl import cancer_score
 from spacrd_sc.tl._threshold import RULES, call_cancer
 
 #: Seed ensembles (``model_kwargs={"n_members": k}``): name -> (single-model setting, k). Member ``i`` of an ensemble
-#: trained with seed 0 is exactly the single model trained with seed ``i`` (``tests/model/test_ensemble.py``), and the
-#: ensemble's score is the mean of its members' probabilities, so its scores are composed here from the single
-#: models' (pair models: seeds 0…k−1 from ``her2st_pairs.py --seeds``; outer: seed 0 from there, further seeds from
-#: the LOO run for ``SpaCRD`` and from ``her2st_pairs.py --kinds outer --seeds`` for ``SpaCRD (8 epochs)``) instead
-#: of refitted. Fit seconds are the sum over the members. One fold (7 sources → 1 section) must stay within 2 minutes
-#: on the benchmark's 2-core CPU (issue #12): a 30-epoch member takes ≈ 54 s, so 2 members at most; an 8-epoch one
-#: ≈ 36 s (fold with data preparation), so up to 3.
+#: trained with seed ``b`` is exactly the single model trained with seed ``b + i`` (``tests/model/test_ensemble.py``),
+#: and the ensemble's score is the mean of its members' probabilities, so its scores are composed here from the
+#: single models' instead of refitted: the single models of seeds ``b·k … b·k + k − 1`` make the ensemble labelled
+#: seed ``b`` (pair models: ``her2st_pairs.py --seeds``; outer: seed 0 from there, further seeds from the LOO run for
+#: ``SpaCRD`` and from ``her2st_pairs.py --kinds outer --seeds`` for ``SpaCRD (8 epochs)``). Fit seconds are the sum
+#: over the members. One fold (7 sources → 1 section) must stay within 2 minutes on the benchmark's 2-core CPU
+#: (issue #12): a 30-epoch member takes ≈ 54 s, so 2 members at most; an 8-epoch one ≈ 36 s (fold with data
+#: preparation), so up to 3.
 ENSEMBLES = {
     "SpaCRD (2 seeds)": ("SpaCRD", 2),
     "SpaCRD (8 epochs, 2 seeds)": ("SpaCRD (8 epochs)", 2),
     "SpaCRD (8 epochs, 3 seeds)": ("SpaCRD (8 epochs)", 3),
 }
-#: SpaCRD settings (``her2st_pairs.SPACRD_SETTINGS``, the package default first; then the seed ensembles) and
+#: The package default (``SpaCRD()``: 8 fusion epochs, 3 networks), the reference of the decision: its seed-0 and
+#: seed-1 ensembles (single models of seeds 0–2 and 3–5) give the seed-noise margins.
+DEFAULT_SETTING = "SpaCRD (8 epochs, 3 seeds)"
+#: SpaCRD settings (the package default first; then ``her2st_pairs.SPACRD_SETTINGS`` and the seed ensembles) and
 #: the baselines.
-SPACRD_SETTINGS = list(_SETTINGS) + list(ENSEMBLES)
+SPACRD_SETTINGS = [DEFAULT_SETTING] + [m for m in (*_SETTINGS, *ENSEMBLES) if m != DEFAULT_SETTING]
 BASELINES = list(BASELINE_PLAN)
 METHODS = SPACRD_SETTINGS + BASELINES
 #: SpaCRD with its setting *and* call rule chosen per outer fold by the inner CV.
@@ -67,20 +71,22 @@ def load_scores(pairs_csv: Path, loo_csv: Path) -> pd.DataFrame:
 
 
 def ensemble_scores(scores: pd.DataFrame, name: str, base: str, k: int) -> pd.DataFrame:
-    """Scores of setting ``base``'s ``k``-member seed ensemble (method ``name``, seed 0): the mean of the
-    seed-0…k−1 single models' scores, for every model whose k seeds are all present."""
-    single = scores[(scores.method == base) & (scores.seed < k)]
+    """Scores of setting ``base``'s ``k``-member seed ensembles (method ``name``): ensemble seed ``b`` is the mean
+    of the single models' scores of seeds ``b·k … b·k + k − 1``, for every model and block whose k seeds are all
+    present."""
     out = []
-    for _, g in single.groupby(["kind", "model", "section"], sort=False):
-        members = [m for _, m in g.groupby("seed")]
-        if len(members) < k:
-            continue
-        first = members[0]
-        if not all(np.array_equal(m["spot"].to_numpy(), first["spot"].to_numpy()) for m in members):
-            raise ValueError(f"{name}: spots differ between seeds for {first['model'].iloc[0]}")
-        score = np.mean([m["score"].to_numpy() for m in members], axis=0)
-        seconds = sum(m["seconds"].iloc[0] for m in members) if "seconds" in g else np.nan
-        out.append(first.assign(method=name, score=score, seed=0, seconds=seconds))
+    for _, g in scores[scores.method == base].groupby(["kind", "model", "section"], sort=False):
+        by_seed = dict(list(g.groupby("seed")))
+        for b in range(int(max(by_seed)) // k + 1):
+            if not all(s in by_seed for s in range(b * k, (b + 1) * k)):
+                continue
+            members = [by_seed[s] for s in range(b * k, (b + 1) * k)]
+            first = members[0]
+            if not all(np.array_equal(m["spot"].to_numpy(), first["spot"].to_numpy()) for m in members):
+                raise ValueError(f"{name}: spots differ between seeds for {first['model'].iloc[0]}")
+            score = np.mean([m["score"].to_numpy() for m in members], axis=0)
+            seconds = sum(m["seconds"].iloc[0] for m in members) if "seconds" in g else np.nan
+            out.append(first.assign(method=name, score=score, seed=b, seconds=seconds))
     return pd.concat(out, ignore_index=True) if out else scores.iloc[:0]
 
 
@@ -365,7 +371,8 @@ def default_decision(
 ) -> tuple[list[str], tuple[str, str] | None]:
     """The package-default rule (inner CV only, no held-out label): a setting replaces the default when
     both its inner AUC and its inner F1 at the chosen rule exceed the default's by more than the default's own
-    seed-to-seed difference (pair models of seeds 0 and 1); among several, the highest inner F1 at the chosen
+    seed-to-seed difference (its pair models of seeds 0 and 1; for an ensemble, of its seed-0 and seed-1
+    ensembles); among several, the highest inner F1 at the chosen
     rule. The default call rule is then the rule with the best mean inner F1 over the 8 outer folds, by the same
     margin over the package's current default rule (else that one stays). Returns the report lines and the
     chosen ``(setting, rule)`` (``None`` when no decision could be made)."""
@@ -373,7 +380,7 @@ def default_decision(
     pairs = ev[(ev.kind == "pair") & (ev.method == base)]
     by_seed = {seed: _inner_scores(g) for seed, g in pairs.groupby("seed") if seed in (0, 1)}
     if len(by_seed) < 2 or base not in table.index:
-        return ["Default decision: not made (the default's pair models of seeds 0 and 1 are incomplete).", ""], None
+        return [f"Default decision: not made ({base}'s pair models of seeds 0 and 1 are incomplete).", ""], None
     noise_auc, noise_f1 = (abs(by_seed[0][i] - by_seed[1][i]) for i in (0, 1))
     t = table.dropna(subset=["inner_auc", "inner_f1_chosen"])
     b = t.loc[base]
@@ -389,9 +396,10 @@ def default_decision(
         "## Package default, decided on inner CV only",
         "",
         "Rule: a setting replaces the default when its inner AUC and its inner F1 at the chosen rule "
-        "both exceed the default's by more than the default's own seed-to-seed difference (its pair models of "
-        f"seeds 0 and 1: AUC {by_seed[0][0]:.3f} vs {by_seed[1][0]:.3f}, F1 at the chosen rule {by_seed[0][1]:.3f} "
-        f"vs {by_seed[1][1]:.3f}, so margins {noise_auc:.3f} and {noise_f1:.3f}); among several, the highest "
+        f"both exceed the default's (`{base}`) by more than its own seed-to-seed difference (its pair models of "
+        f"seeds 0 and 1, for an ensemble its seed-0 and seed-1 ensembles: AUC {by_seed[0][0]:.3f} vs "
+        f"{by_seed[1][0]:.3f}, F1 at the chosen rule {by_seed[0][1]:.3f} vs {by_seed[1][1]:.3f}, "
+        f"so margins {noise_auc:.3f} and {noise_f1:.3f}); among several, the highest "
         "inner F1. The default call rule is then the one with the best mean inner F1 over the 8 outer folds if it "
         f"beats the package's current default rule (`{INCUMBENT_RULE}`) by more than the same F1 margin, else "
         f"`{INCUMBENT_RULE}` stays. (That margin was added on 2026-11-30 after the third round's numbers showed "
@@ -429,16 +437,17 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         "28 fits per method, `her2st_pairs.py`). A candidate rule's inner F1 is its mean F1 over the 7 inner "
         "sections; the best rule (ties: the earlier in the list) is applied to T's scores from the model trained "
         "on all 7 other sections. T's labels are used only to report the result. Candidate rules "
-        f"(`spacrd_sc.tl._threshold`): {', '.join(f'`{r}`' for r in CANDIDATES)}. `{SPACRD_SETTINGS[0]}`: the "
-        "package default since the third round (image-less, 8 fusion epochs); pair models seeds 0–2 (seed 0 in "
-        "the per-rule tables, seed 1 for the noise margin, seeds 0–2 as ensemble members), outer models seeds 0–4, "
-        "metrics averaged over the seeds. `SpaCRD`: the default until the third round (30 fusion epochs); pair "
-        "models seeds 0–1, outer scores from the committed LOO run (seeds 1–4) and a seed-0 outer model. Other "
-        "SpaCRD setting candidates (`her2st_pairs.SPACRD_SETTINGS`): "
-        f"{', '.join(f'`{m}`' for m in _SETTINGS if m not in SPACRD_SETTINGS[:2])} (pair and outer models seed 0) "
-        f"and the seed ensembles {', '.join(f'`{m}`' for m in ENSEMBLES)} (`SpaCRD(n_members=k)`: the mean of "
-        "the setting's single-model scores of seeds 0…k−1, which is what the ensemble computes; fit time: the "
-        "sum); "
+        f"(`spacrd_sc.tl._threshold`): {', '.join(f'`{r}`' for r in CANDIDATES)}. `{DEFAULT_SETTING}`: the "
+        "package default since the fourth round (image-less, 8 fusion epochs, 3 networks). `SpaCRD (8 epochs)`: "
+        "one such network, the default of the third round; pair models seeds 0–5 (seed 0 in the per-rule tables, "
+        "seeds 0–2 and 3–5 the members of the seed-0 and seed-1 ensembles), outer models seeds 0–5, metrics "
+        "averaged over the seeds. `SpaCRD`: the default until the third round (30 fusion epochs); pair models "
+        "seeds 0–1, outer scores from the committed LOO run (seeds 1–4) and a seed-0 outer model. Other SpaCRD "
+        "setting candidates (`her2st_pairs.SPACRD_SETTINGS`): "
+        f"{', '.join(f'`{m}`' for m in _SETTINGS if m not in ('SpaCRD', 'SpaCRD (8 epochs)'))} (pair and outer "
+        f"models seed 0) and the seed ensembles {', '.join(f'`{m}`' for m in ENSEMBLES)} (`SpaCRD(n_members=k)`: "
+        "the mean of the setting's single-model scores of k consecutive seeds, which is what the ensemble "
+        "computes; fit time: the sum); "
         f"`{NESTED_SPACRD}` takes, per outer fold, the setting whose chosen rule has the best inner F1 "
         "(ties: the default). Baselines: `_baselines.py` on the same folds and genes (seed 0). "
         "Cancer = invasive cancer + cancer in situ.",

@@ -85,10 +85,10 @@ def her2st_model(
       (20 alignment epochs, lr 1e-3; 8 fusion epochs, lr 5e-4; 256 gene PCs; a seed ensemble of 3 networks
       from seeds ``seed``, ``seed + 1``, ``seed + 2``).
     * *Expected accuracy*: leave-one-section-out on the 8 sections with this configuration (all genes;
-      benchmarks/results/her2st_nested.md, the ensemble of the outer models of seeds 0–2): mean ROC-AUC 0.882;
-      F1 at the default label-free rule ``half_smooth`` 0.787. Tumour-dominated sections are still
-      under-called (A1 75 % called vs 88 % labelled, F1 69 % vs 84 %, C1 46 % vs 72 %) and tumour-poor ones
-      over-called (H1 49 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
+      benchmarks/results/her2st_nested.md, two ensembles: outer models of seeds 0–2 and 3–5): mean ROC-AUC
+      0.879; F1 at the default label-free rule ``half_smooth`` 0.781. Tumour-dominated sections are still
+      under-called (A1 72 % called vs 88 % labelled, F1 66 % vs 84 %, C1 43 % vs 72 %) and tumour-poor ones
+      over-called (H1 46 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
       not measured here.
     * *Limits*: trained on one platform (legacy ST), one tissue (HER2+ breast cancer) and 8 patients.
       **Cross-platform accuracy (Visium, Visium HD, Xenium targets) is not validated here**; check the scores
