@@ -116,6 +116,16 @@ def split_fold(secs: dict[str, ad.AnnData], target_name: str) -> tuple[ad.AnnDat
     return target, sources, genes
 
 
+def train_spacrd(sources: ad.AnnData, genes: list[str], seed: int, fit_kwargs: dict | None = None, **align_kwargs):
+    """The benchmarks' SpaCRD training: image-less, quiet, on the CPU; ``align_kwargs`` go to ``tl.align``,
+    ``fit_kwargs`` to ``tl.fit_vrbca``."""
+    model = sc_crd.tl.align(
+        sources, image_key=None, genes=genes, seed=seed, progress_bar=False, device="cpu", **align_kwargs
+    )
+    sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu", **(fit_kwargs or {}))
+    return model
+
+
 def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir, spot_scores=None) -> list[dict]:
     """One held-out section: every method's metrics (rows); per-spot scores appended to ``spot_scores``."""
     target, sources, genes = split_fold(secs, target_name)
@@ -155,17 +165,7 @@ def run_fold(secs, target_name, methods, seeds, ablation_seeds, epochs, data_dir
         for seed in seeds if method == "SpaCRD" else ablation_seeds:
             t0 = time.perf_counter()
             sched = {} if epochs is None else {"epochs": epochs}
-            model = sc_crd.tl.align(
-                sources,
-                image_key=None,
-                genes=genes,
-                seed=seed,
-                progress_bar=False,
-                device="cpu",
-                **kw,
-                **sched,
-            )
-            sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu", **sched)
+            model = train_spacrd(sources, genes, seed, fit_kwargs=sched, **kw, **sched)
             t = target.copy()
             sc_crd.tl.cancer_score(t, model)
             record(method, seed, t.obs["spacrd_score"].to_numpy(), time.perf_counter() - t0)

@@ -32,7 +32,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import squidpy as sq
-from her2st_loo import RESULTS, SECTIONS, default_data_dir, load_sections
+from her2st_loo import RESULTS, SECTIONS, default_data_dir, load_sections, train_spacrd
 
 import spacrd_sc as sc_crd
 from spacrd_sc.tl import _inputs
@@ -126,17 +126,7 @@ def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -
     out = {}
     t0 = time.perf_counter()
     if method in SPACRD_SETTINGS:
-        model = sc_crd.tl.align(
-            sources,
-            image_key=None,
-            genes=genes,
-            seed=seed,
-            progress_bar=False,
-            device="cpu",
-            model_kwargs=model_kwargs,
-            **setting,
-        )
-        sc_crd.tl.fit_vrbca(sources, model, seed=seed, progress_bar=False, device="cpu", **fit_kwargs)
+        model = train_spacrd(sources, genes, seed, fit_kwargs=fit_kwargs, model_kwargs=model_kwargs, **setting)
         fus = model.training_params["fusion"]
         share = fus["n_cancer"] / fus["n_spots"]
         for s in held_out:
