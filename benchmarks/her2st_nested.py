@@ -78,9 +78,10 @@ def ensemble_scores(scores: pd.DataFrame, name: str, base: str, k: int) -> pd.Da
     for _, g in scores[scores.method == base].groupby(["kind", "model", "section"], sort=False):
         by_seed = dict(list(g.groupby("seed")))
         for b in range(int(max(by_seed)) // k + 1):
-            if not all(s in by_seed for s in range(b * k, (b + 1) * k)):
+            seeds = range(b * k, (b + 1) * k)
+            if not all(s in by_seed for s in seeds):
                 continue
-            members = [by_seed[s] for s in range(b * k, (b + 1) * k)]
+            members = [by_seed[s] for s in seeds]
             first = members[0]
             if not all(np.array_equal(m["spot"].to_numpy(), first["spot"].to_numpy()) for m in members):
                 raise ValueError(f"{name}: spots differ between seeds for {first['model'].iloc[0]}")
