@@ -67,6 +67,7 @@ SPACRD_SETTINGS: dict[str, dict] = {
     "SpaCRD (label smoothing)": {"fit_kwargs": {"label_smoothing": 0.1, **E30}},
     "SpaCRD (16 epochs)": {"fit_kwargs": {"epochs": 16}},
     "SpaCRD (4 epochs)": {"fit_kwargs": {"epochs": 4}},
+    "SpaCRD (balanced scaling)": {"scaling": "balanced", "fit_kwargs": {"epochs": 8}},
 }
 #: Work order: cheap fits first, so a cut-short run still completes the nested CV of the cheap methods.
 PLAN = [
@@ -88,6 +89,8 @@ PLAN = [
     ("SpaCRD (8 epochs)", "outer"),
     ("SpaCRD (4 epochs)", "pair"),
     ("SpaCRD (4 epochs)", "outer"),
+    ("SpaCRD (balanced scaling)", "pair"),
+    ("SpaCRD (balanced scaling)", "outer"),
     ("LightGBM (z + smoothing)", "outer"),
     ("LightGBM (z + smoothing)", "pair"),
 ]

@@ -23,7 +23,7 @@ from .._logging import logger
 if TYPE_CHECKING:
     from ..model import SpaCRD
 
-SCALINGS = ("standard", "minmax", "none")
+SCALINGS = ("standard", "minmax", "none", "balanced")
 
 
 def _raw_counts(adata: AnnData, layer: str | None) -> sparse.csr_matrix:
@@ -78,8 +78,14 @@ def section_codes(adata: AnnData, library_key: str | None) -> np.ndarray:
     return pd.Categorical(col.astype(str)).codes.astype(np.int64)
 
 
-def _scale_per_section(X: np.ndarray, sections: np.ndarray, method: str) -> np.ndarray:
-    """Scale every feature within each section on that section's own values (in place)."""
+def _scale_per_section(
+    X: np.ndarray, sections: np.ndarray, method: str, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Scale every feature within each section on that section's own values (in place).
+
+    ``"balanced"`` is a z-score with weighted mean and standard deviation (``weights`` per spot, e.g.
+    :func:`balanced_weights`; uniform when ``None``, which is ``"standard"``).
+    """
     if method not in SCALINGS:
         raise ValueError(f"Unknown scaling {method!r}; choose one of {SCALINGS}.")
     if method == "none":
@@ -87,16 +93,40 @@ def _scale_per_section(X: np.ndarray, sections: np.ndarray, method: str) -> np.n
     for s in np.unique(sections):
         idx = np.flatnonzero(sections == s)
         block = X[idx]
-        if method == "standard":
-            mu = block.mean(axis=0)
-            sd = block.std(axis=0)
-            block = (block - mu) / np.where(sd > 0, sd, 1.0)
-        else:  # minmax
+        if method == "minmax":
             lo = block.min(axis=0)
             span = block.max(axis=0) - lo
             block = (block - lo) / np.where(span > 0, span, 1.0)
+        else:  # standard, balanced
+            if method == "balanced" and weights is not None:
+                w = weights[idx] / weights[idx].sum()
+                mu = w @ block
+                sd = np.sqrt(np.maximum(w @ np.square(block - mu), 0.0))
+            else:
+                mu, sd = block.mean(axis=0), block.std(axis=0)
+            block = (block - mu) / np.where(sd > 0, sd, 1.0)
         X[idx] = block.astype(np.float32, copy=False)
     return X
+
+
+def balanced_weights(sections: np.ndarray, cancer: np.ndarray) -> np.ndarray:
+    """Spot weights that give cancer and non-cancer spots half of each section's mass each.
+
+    ``cancer`` holds labels (0/1, for sources) or cancer probabilities (for a target). A weighted z-score with
+    these weights centres each section on the mean of its two class means, whatever its tissue mix: a section
+    that is 80 % tumour is not centred on tumour. In a section with (almost) a single class the weights are
+    uniform (the plain z-score).
+    """
+    q = np.clip(np.asarray(cancer, dtype=np.float64), 0.0, 1.0)
+    w = np.empty(q.size, dtype=np.float64)
+    for s in np.unique(sections):
+        idx = np.flatnonzero(sections == s)
+        pos, neg = q[idx].sum(), (1.0 - q[idx]).sum()
+        if min(pos, neg) < 1.0:  # less than one spot's worth of a class: no class mean to balance
+            w[idx] = 1.0 / idx.size
+        else:
+            w[idx] = 0.5 * q[idx] / pos + 0.5 * (1.0 - q[idx]) / neg
+    return w
 
 
 def select_genes(
@@ -289,7 +319,9 @@ class FeatureSpec:
     target_sum
         Counts per spot after ``normalize_total``, before ``log1p``.
     scaling
-        Per-section feature scaling: ``"standard"``, ``"minmax"`` or ``"none"``.
+        Per-section feature scaling: ``"standard"``, ``"minmax"``, ``"none"`` or ``"balanced"`` (a z-score
+        weighted so that cancer and non-cancer spots count half each: source labels at training, the model's
+        own probabilities, iterated, at scoring).
     library_key
         ``obs`` column of sections (scaling per section), ``None`` for one section.
     neighbors_key
@@ -371,25 +403,53 @@ class ModelArrays(NamedTuple):
     n_missing: int
 
 
-def model_arrays(adata: AnnData, spec: FeatureSpec) -> ModelArrays:
-    """Genes (model order, absent ones zero), image features (or None), neighbour index and section codes.
+def model_arrays(adata: AnnData, spec: FeatureSpec, *, weights: np.ndarray | None = None) -> ModelArrays:
+    """Genes (model order, absent ones zero), image features (or None), neighbour index and section codes,
+    scaled per section as ``spec.scaling`` says (``weights``: per-spot weights of the ``"balanced"`` scaling).
 
     All checks run here, before any training or scoring starts.
     """
+    return scale_arrays(model_arrays_unscaled(adata, spec), spec.scaling, weights, copy=False)
+
+
+def model_arrays_unscaled(adata: AnnData, spec: FeatureSpec) -> ModelArrays:
+    """:func:`model_arrays` before the per-section scaling (for scoring that rescales, see :func:`scale_arrays`)."""
     sections = section_codes(adata, spec.library_key)
     nbrs = neighbor_index(adata, spec.neighbors_key, spec.n_neighbors, sections)
     x_image = None
     if spec.image_key is not None:
-        x_image = image_matrix(adata, spec.image_key, sections=sections, scaling=spec.scaling)
+        x_image = image_matrix(adata, spec.image_key, sections=sections, scaling="none")
         if x_image.shape[1] != spec.n_image_features:
             raise ValueError(
                 f"adata.obsm[{spec.image_key!r}] has {x_image.shape[1]} features but the model was trained on "
                 f"{spec.n_image_features}: extract them with the same backbone."
             )
     x_gene, n_missing = gene_matrix(
-        adata, spec.genes, layer=spec.layer, sections=sections, scaling=spec.scaling, target_sum=spec.target_sum
+        adata, spec.genes, layer=spec.layer, sections=sections, scaling="none", target_sum=spec.target_sum
     )
     return ModelArrays(x_gene, x_image, nbrs, sections, n_missing)
+
+
+def source_weights(adata: AnnData, spec: FeatureSpec, y: np.ndarray | None) -> np.ndarray | None:
+    """Spot weights of the ``"balanced"`` scaling of labelled sources (labels ``y``); ``None`` for other scalings."""
+    if spec.scaling != "balanced":
+        return None
+    if y is None:
+        raise ValueError("The 'balanced' scaling of source sections needs their labels.")
+    return balanced_weights(section_codes(adata, spec.library_key), y)
+
+
+def scale_arrays(
+    arrays: ModelArrays, scaling: str, weights: np.ndarray | None = None, *, copy: bool = True
+) -> ModelArrays:
+    """Unscaled ``arrays`` with genes and image features scaled per section (in place with ``copy=False``)."""
+    if weights is not None and scaling != "balanced":
+        raise ValueError(f"Spot weights apply to the 'balanced' scaling only, not {scaling!r}.")
+
+    def scaled(X: np.ndarray | None) -> np.ndarray | None:
+        return None if X is None else _scale_per_section(X.copy() if copy else X, arrays.sections, scaling, weights)
+
+    return arrays._replace(x_gene=scaled(arrays.x_gene), x_image=scaled(arrays.x_image))
 
 
 def check_var_names(adata: AnnData, what: str = "adata") -> None:

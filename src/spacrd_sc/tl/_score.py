@@ -15,7 +15,14 @@ from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..model import Prediction, SpaCRD
-from ._inputs import FeatureSpec, ModelArrays, check_var_names, model_arrays
+from ._inputs import (
+    FeatureSpec,
+    ModelArrays,
+    balanced_weights,
+    check_var_names,
+    model_arrays_unscaled,
+    scale_arrays,
+)
 from ._threshold import call_sections, check_rule, source_share_of, threshold_uns
 
 
@@ -41,7 +48,9 @@ def cancer_score(
 
     Genes are matched to the model's gene set by name; model genes absent from the section are filled with
     zeros (their number is logged and recorded). Features are scaled on the section's own values, as at
-    training. No label is read.
+    training (a model trained with ``align(scaling="balanced")`` re-centres each section on the mean of its
+    cancer and non-cancer spots as its own scores see them, re-scoring until the scores settle). No label is
+    read.
 
     Parameters
     ----------
@@ -96,7 +105,8 @@ def cancer_score(
     ``obsm[f"X_{key_added}"]``
         float32 (n_spots, 512) fused embedding.
     ``uns[key_added]``
-        ``"params"`` (settings, mode, gene overlap; ``"threshold"`` is the rule), ``"threshold"`` (float, or
+        ``"params"`` (settings, mode, gene overlap; ``"threshold"`` is the rule; ``"scaling_rounds"``: the
+        re-centring rounds of a model with ``scaling="balanced"``, else 0), ``"threshold"`` (float, or
         a dict per section), ``"called_share"`` (share of spots called cancer), ``"gmm"`` (fitted means, sds,
         weights, for the GMM rules) and ``"cancer_share"`` (EM estimate of the section's cancer share, for
         the ``"prior"`` rules); each per section when ``library_key`` is set.
@@ -126,19 +136,31 @@ def cancer_score(
     spec = dataclasses.replace(spec, library_key=library_key).replace(neighbors_key=neighbors_key, layer=layer)
     if copy:
         adata = adata.copy()
-    arrays = model_arrays(adata, spec)
-    if arrays.n_missing:
+    raw = model_arrays_unscaled(adata, spec)
+    if raw.n_missing:
         logger.warning(
             "%d of the model's %d genes are absent from this section; they were set to zero.",
-            arrays.n_missing,
+            raw.n_missing,
             len(model.genes),
         )
-    if adapt_batchnorm:
-        pred = _predict_adapted(model, arrays, batch_size=batch_size, device=device)
-    else:
-        pred = model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, batch_size=batch_size, device=device)
+    predict = _predict_adapted if adapt_batchnorm else _predict
+    balanced = spec.scaling == "balanced"
+    pred = predict(model, scale_arrays(raw, spec.scaling, copy=balanced), batch_size=batch_size, device=device)
+    n_iter = 0
+    if balanced:  # re-centre each section on its class means as the model now sees them, until they settle
+        while n_iter < _BALANCED_MAX_ITER:
+            n_iter += 1
+            weights = balanced_weights(raw.sections, pred.proba)
+            new = predict(model, scale_arrays(raw, "balanced", weights), batch_size=batch_size, device=device)
+            change = float(np.abs(new.proba - pred.proba).mean())
+            pred = new
+            if change < _BALANCED_TOL:
+                break
+        else:
+            logger.warning("The balanced scaling did not settle in %d rounds (mean score change %.4f).", n_iter, change)
+        logger.info("Balanced scaling: %d re-centring rounds.", n_iter)
     scores = pred.proba.astype(np.float32)
-    sections = arrays.sections
+    sections = raw.sections
     names = adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
     # Label-free calls (the `threshold` rule; logic in _threshold.py).
     smooth = isinstance(threshold, str) and threshold.endswith("_smooth")
@@ -160,12 +182,13 @@ def cancer_score(
             "neighbors_key": spec.neighbors_key,
             "layer": spec.layer,
             "scaling": spec.scaling,
+            "scaling_rounds": n_iter,
             "adapt_batchnorm": bool(adapt_batchnorm),
             "image_key": spec.image_key,
             "image_less": bool(model.image_less),
             "mode": model.mode_description,
             "n_model_genes": len(model.genes),
-            "n_genes_absent": arrays.n_missing,
+            "n_genes_absent": raw.n_missing,
             "spacrd_sc_version": __version__,
         },
         **threshold_uns(call_infos, per_section=library_key is not None),
@@ -174,6 +197,14 @@ def cancer_score(
     uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
     adata.uns[key_added] = uns
     return adata if copy else None
+
+
+#: The balanced scaling's re-centring at scoring stops when the mean score change falls below the tolerance.
+_BALANCED_MAX_ITER, _BALANCED_TOL = 20, 1e-3
+
+
+def _predict(model: SpaCRD, arrays: ModelArrays, **kwargs: Any) -> Prediction:
+    return model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, **kwargs)
 
 
 def _predict_adapted(model: SpaCRD, arrays: ModelArrays, **kwargs: Any) -> Prediction:

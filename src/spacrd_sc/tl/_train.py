@@ -16,7 +16,7 @@ from .._logging import logger
 from .._settings import settings
 from .._utils import _get_table, _warn_overwrite
 from ..model import SpaCRD
-from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes
+from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes, source_weights
 
 
 @inject_docs
@@ -30,7 +30,8 @@ def align(
     n_top_genes: int = 3000,
     genes: Sequence[str] | None = None,
     target_genes: Sequence[str] | None = None,
-    scaling: Literal["standard", "minmax", "none"] = "standard",
+    scaling: Literal["standard", "minmax", "none", "balanced"] = "standard",
+    label_key: str = LABEL_KEY,
     use_contrastive: bool = True,
     use_cross_attention: bool = True,
     use_vae: bool = True,
@@ -71,7 +72,12 @@ def align(
         names are matched exactly (an error points out a letter-case mismatch).
     scaling
         Per-section scaling of every feature on the section's own values: ``"standard"`` (z-score),
-        ``"minmax"`` (to [0, 1], as the reference code) or ``"none"``.
+        ``"minmax"`` (to [0, 1], as the reference code), ``"none"``, or ``"balanced"``: a z-score whose mean
+        and standard deviation weight cancer and non-cancer spots half each (source labels here; at
+        :func:`cancer_score` the model's own probabilities, re-estimated until they settle), so that a
+        section is not centred on tumour because it is mostly tumour.
+    label_key
+        ``obs`` column with the binary cancer label; read only with ``scaling="balanced"``.
     use_contrastive, use_cross_attention, use_vae, modality
         Switches for the paper's ablations (no contrastive stage, no cross-attention, no VAE; ``modality``
         ``"expression"`` or ``"image"`` for single-modality models).
@@ -96,6 +102,7 @@ def align(
     adata = _get_table(data, table_key)
     if adata.n_obs == 0:
         raise ValueError("The table has no spots.")
+    y = binary_labels(adata, label_key) if scaling == "balanced" else None  # checked before any work
     if image_key is not None and image_key not in adata.obsm:
         logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
         image_key = None
@@ -127,7 +134,7 @@ def align(
         preprocessing=spec.preprocessing(),
         **dict(model_kwargs or {}),
     )
-    arrays = model_arrays(adata, spec)
+    arrays = model_arrays(adata, spec, weights=source_weights(adata, spec, y))
     logger.info(
         "Stage 1 on %d spots, %d sections, %d genes, %s.",
         adata.n_obs,
@@ -202,7 +209,7 @@ def fit_vrbca(
     adata = _get_table(data, table_key)
     spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
     y = binary_labels(adata, label_key)
-    arrays = model_arrays(adata, spec)
+    arrays = model_arrays(adata, spec, weights=source_weights(adata, spec, y))
     if arrays.n_missing:
         raise ValueError(
             f"{arrays.n_missing} model genes are absent from the training data; train on the data given to align."
