@@ -29,9 +29,11 @@ def make_section(
     seed: int = 0,
     image_dim: int | None = None,
     depth: float = 1.0,
+    cancer_radius: float = 0.32,
 ) -> ad.AnnData:
     """A grid section with a disc of 'cancer' spots whose first ``n_markers`` genes are up-regulated
-    (and the next ``n_markers`` up in the other spots).
+    (and the next ``n_markers`` up in the other spots). The disc's radius is ``cancer_radius`` times the
+    shorter side (the default makes about a quarter of the spots cancer; 0.75 about 85 %).
 
     Each section gets its own gene-wise batch factors and sequencing depth, so per-section scaling matters.
     Raw counts in ``X``; ``obs["cancer"]`` (bool), ``obs["pathology"]``, ``obsm["spatial"]`` (100 px grid)
@@ -41,7 +43,7 @@ def make_section(
     xs, ys = np.meshgrid(np.arange(nx), np.arange(ny))
     xy = np.c_[xs.ravel(), ys.ravel()].astype(float) * 100.0
     centre = np.array([nx * 0.4, ny * 0.5]) * 100 + rng.normal(0, 80, 2)
-    cancer = np.linalg.norm(xy - centre, axis=1) < min(nx, ny) * 100 * 0.32
+    cancer = np.linalg.norm(xy - centre, axis=1) < min(nx, ny) * 100 * cancer_radius
     base = rng.gamma(2.0, 1.0, n_genes)
     batch = rng.lognormal(0, 0.3, n_genes)
     rate = np.tile(base * batch, (len(xy), 1))

@@ -221,3 +221,38 @@ def test_adapt_batchnorm_is_per_section(sources, trained):
         np.testing.assert_allclose(both.obsm["X_spacrd"][m], alone.obsm["X_spacrd"], atol=1e-5)
     again = sc_crd.tl.cancer_score(sources, trained, library_key="section", copy=True)
     np.testing.assert_array_equal(again.obs["spacrd_score"], plain.obs["spacrd_score"])
+
+
+def test_balanced_scaling_calls_a_tumour_dominated_section(tmp_path, sources):
+    """A target that is ~77 % cancer (sources ~25 %): the plain z-score centres it on tumour and under-calls it;
+    the balanced scaling (source labels at training, the model's own scores at scoring) calls it near its share.
+    """
+    from _helpers.sections import make_section, with_graph
+
+    target = with_graph(make_section("T", seed=11, depth=0.8, cancer_radius=0.6))
+    true_share = target.obs["cancer"].mean()
+    called = {}
+    for scaling in ("standard", "balanced"):  # enough fusion epochs for scores that separate at 0.5
+        model = sc_crd.tl.align(sources, n_top_genes=60, scaling=scaling, **SMALL, **FAST)
+        sc_crd.tl.fit_vrbca(sources, model, **{**FAST, "epochs": 20}, lr=1e-3)
+        t = sc_crd.tl.cancer_score(target, model, threshold="half", copy=True)
+        called[scaling] = t.obs["spacrd_cancer"].mean()
+        rounds = t.uns["spacrd"]["params"]["scaling_rounds"]
+        assert t.uns["spacrd"]["params"]["scaling"] == scaling
+        assert (rounds == 0) if scaling == "standard" else (1 <= rounds < 20)
+    assert abs(called["balanced"] - true_share) < 0.1, (called, true_share)
+    assert called["standard"] < true_share - 0.15, (called, true_share)
+    # the setting travels with the model; a reloaded model scores the same
+    model.save(tmp_path / "m")
+    again = sc_crd.tl.cancer_score(target, sc_crd.SpaCRD.load(tmp_path / "m"), threshold="half", copy=True)
+    assert sc_crd.SpaCRD.load(tmp_path / "m").preprocessing["scaling"] == "balanced"
+    np.testing.assert_allclose(again.obs["spacrd_score"], t.obs["spacrd_score"], atol=1e-6)
+
+
+def test_balanced_scaling_needs_labels_before_training(sources):
+    del sources.obs["cancer"]
+    with pytest.raises(KeyError, match="label_key 'cancer'"):
+        sc_crd.tl.align(sources, scaling="balanced", **FAST)
+    sources.obs["tumour"] = sources.obs_names.str.endswith(("1", "3"))
+    model = sc_crd.tl.align(sources, n_top_genes=60, scaling="balanced", label_key="tumour", **SMALL, **FAST)
+    assert model.preprocessing["scaling"] == "balanced"
