@@ -21,8 +21,11 @@ from spacrd_sc.tl import _inputs
 MARKERS = ["ERBB2", "GRB7", "PGAP3", "STARD3", "EPCAM", "KRT8", "KRT18", "KRT19", "CDH1"]
 
 
-def features(a: AnnData, genes: list[str], *, library_key: str | None, scaling: str) -> np.ndarray:
-    return _inputs.gene_matrix(a, genes, layer=None, sections=_inputs.section_codes(a, library_key), scaling=scaling)[0]
+def features(
+    a: AnnData, genes: list[str], *, library_key: str | None, scaling: str, weights: np.ndarray | None = None
+) -> np.ndarray:
+    sections = _inputs.section_codes(a, library_key)
+    return _inputs.gene_matrix(a, genes, layer=None, sections=sections, scaling=scaling, weights=weights)[0]
 
 
 def feature_pair(sources: AnnData, target: AnnData, genes: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,13 +63,13 @@ def _cv_choose(make, X: np.ndarray, y: np.ndarray, sections: np.ndarray, grid: l
     return best
 
 
-def logreg(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+def fit_logreg(Xs, ys, secs, *, seed: int = 0) -> tuple[LogisticRegression, dict]:
     make = lambda C: LogisticRegression(C=C, max_iter=3000, random_state=seed)  # noqa: E731
     C = _cv_choose(make, Xs, ys, secs, [0.001, 0.01, 0.1])
-    return make(C).fit(Xs, ys).predict_proba(Xt)[:, 1], {"C": C}
+    return make(C).fit(Xs, ys), {"C": C}
 
 
-def lightgbm(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+def fit_lightgbm(Xs, ys, secs, *, seed: int = 0) -> tuple[object, dict]:
     import lightgbm as lgb
 
     make = lambda n: lgb.LGBMClassifier(  # noqa: E731
@@ -81,7 +84,42 @@ def lightgbm(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
         verbose=-1,
     )
     n = _cv_choose(make, Xs, ys, secs, [100, 300])
-    return make(n).fit(Xs, ys).predict_proba(Xt)[:, 1], {"n_estimators": n}
+    return make(n).fit(Xs, ys), {"n_estimators": n}
+
+
+def logreg(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+    model, info = fit_logreg(Xs, ys, secs, seed=seed)
+    return model.predict_proba(Xt)[:, 1], info
+
+
+def lightgbm(Xs, ys, secs, Xt, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+    model, info = fit_lightgbm(Xs, ys, secs, seed=seed)
+    return model.predict_proba(Xt)[:, 1], info
+
+
+def balanced_smooth(fit, sources: AnnData, ys: np.ndarray, targets: list[AnnData], genes: list[str], *, seed: int = 0):
+    """``fit`` (:func:`fit_logreg`, :func:`fit_lightgbm`) on smoothed z-scores with the package's ``"balanced"``
+    scaling: source sections centred on the mean of their two class means (their labels), each target re-centred
+    on its class means as the fitted model's scores see them until the scores settle (``tl._inputs.rebalance``,
+    the same loop as ``cancer_score``). Returns one score array per target and the fit's info (with the mean
+    number of re-centring rounds)."""
+    codes = _inputs.section_codes(sources, "section")
+    weights = _inputs.balanced_weights(codes, ys)
+    Xs = smooth(sources, features(sources, genes, library_key="section", scaling="balanced", weights=weights))
+    model, info = fit(Xs, ys, codes, seed=seed)
+    out, rounds = [], []
+    for t in targets:
+        raw = features(t, genes, library_key=None, scaling="none")
+        one = np.zeros(t.n_obs, dtype=np.int64)
+
+        def score(w, t=t, raw=raw, one=one):
+            X = _inputs._scale_per_section(raw.copy(), one, "balanced", w)
+            return model.predict_proba(smooth(t, X))[:, 1]
+
+        p, n = _inputs.rebalance(score, lambda p: p, score(None), one)
+        out.append(p)
+        rounds.append(n)
+    return out, {**info, "rounds": float(np.mean(rounds))}
 
 
 def marker_score(target: AnnData, *, seed: int = 0) -> tuple[np.ndarray, dict]:

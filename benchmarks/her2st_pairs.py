@@ -39,7 +39,13 @@ from spacrd_sc.tl import _inputs
 
 OUT = RESULTS / "her2st_pairs_scores.csv.gz"
 PAIRS = [tuple(p) for p in itertools.combinations(SECTIONS, 2)]
-BASELINE_PLAN = {"LogReg (z + smoothing)": bl.logreg, "LightGBM (z + smoothing)": bl.lightgbm}
+#: Baselines: name -> (fit function of ``_baselines``, per-section scaling). "LogReg (balanced + smoothing)" (fifth
+#: round) gives the linear baseline the class-balanced scaling that the SpaCRD candidate of that round uses.
+BASELINE_PLAN = {
+    "LogReg (z + smoothing)": (bl.fit_logreg, "standard"),
+    "LightGBM (z + smoothing)": (bl.fit_lightgbm, "standard"),
+    "LogReg (balanced + smoothing)": (bl.fit_logreg, "balanced"),
+}
 #: SpaCRD settings compared by nested CV (keyword arguments of ``tl.align``; the package default first). Candidate
 #: "no scaling": log-normalised expression without per-section z-scaling, the hypothesis of ``her2st_failures.md``
 #: that centring each gene on a tumour-dominated section removes part of the tumour signal. Candidate "12
@@ -91,6 +97,8 @@ PLAN = [
     ("SpaCRD (4 epochs)", "outer"),
     ("SpaCRD (balanced scaling)", "pair"),
     ("SpaCRD (balanced scaling)", "outer"),
+    ("LogReg (balanced + smoothing)", "outer"),
+    ("LogReg (balanced + smoothing)", "pair"),
     ("LightGBM (z + smoothing)", "outer"),
     ("LightGBM (z + smoothing)", "pair"),
 ]
@@ -139,10 +147,18 @@ def fit_and_score(secs, method: str, held_out: tuple[str, ...], seed: int = 0) -
     else:
         # One fit (and one inner CV of its hyperparameter) serves both held-out sections; each section's
         # features are still scaled on its own values.
-        Xs = bl.smooth(sources, bl.features(sources, genes, library_key="section", scaling="standard"))
-        Xts = [bl.smooth(secs[s], bl.features(secs[s], genes, library_key=None, scaling="standard")) for s in held_out]
-        scores, _ = BASELINE_PLAN[method](Xs, ys, _inputs.section_codes(sources, "section"), np.vstack(Xts), seed=seed)
-        out = dict(zip(held_out, np.split(scores, np.cumsum([len(x) for x in Xts])[:-1]), strict=True))
+        fit, scaling = BASELINE_PLAN[method]
+        targets = [secs[s] for s in held_out]
+        if scaling == "balanced":
+            scores, _ = bl.balanced_smooth(fit, sources, ys, targets, genes, seed=seed)
+        else:
+            Xs = bl.smooth(sources, bl.features(sources, genes, library_key="section", scaling=scaling))
+            model, _ = fit(Xs, ys, _inputs.section_codes(sources, "section"), seed=seed)
+            scores = [
+                model.predict_proba(bl.smooth(t, bl.features(t, genes, library_key=None, scaling=scaling)))[:, 1]
+                for t in targets
+            ]
+        out = dict(zip(held_out, scores, strict=True))
     seconds = time.perf_counter() - t0
     frames = []
     for s, scores in out.items():

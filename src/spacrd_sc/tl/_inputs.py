@@ -8,9 +8,9 @@ code from the same :class:`FeatureSpec`. Nothing here looks at labels.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..model import SpaCRD
 
 SCALINGS = ("standard", "minmax", "none", "balanced")
+_T = TypeVar("_T")
 
 
 def _raw_counts(adata: AnnData, layer: str | None) -> sparse.csr_matrix:
@@ -182,10 +183,12 @@ def gene_matrix(
     sections: np.ndarray,
     scaling: str,
     target_sum: float = 1e4,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Dense (n_spots, len(genes)) float32 in the model's gene order; absent genes are zeros.
 
-    Returns the matrix and the number of model genes absent from ``adata``.
+    Returns the matrix and the number of model genes absent from ``adata``. ``weights``: per-spot weights of
+    the ``"balanced"`` scaling.
     """
     check_var_names(adata)
     X = _log_normalize(_raw_counts(adata, layer), target_sum)
@@ -194,7 +197,7 @@ def gene_matrix(
     out = np.zeros((adata.n_obs, len(genes)), dtype=np.float32)
     if present.any():
         out[:, present] = X[:, pos[present]].toarray()
-    _scale_per_section(out, sections, scaling)
+    _scale_per_section(out, sections, scaling, weights)
     return out, int((~present).sum())
 
 
@@ -428,6 +431,32 @@ def model_arrays_unscaled(adata: AnnData, spec: FeatureSpec) -> ModelArrays:
         adata, spec.genes, layer=spec.layer, sections=sections, scaling="none", target_sum=spec.target_sum
     )
     return ModelArrays(x_gene, x_image, nbrs, sections, n_missing)
+
+
+#: The balanced scaling's re-centring at scoring stops when the mean score change falls below the tolerance.
+BALANCED_MAX_ROUNDS, BALANCED_TOL = 20, 1e-3
+
+
+def rebalance(
+    score: Callable[[np.ndarray], _T], proba: Callable[[_T], np.ndarray], first: _T, sections: np.ndarray
+) -> tuple[_T, int]:
+    """The ``"balanced"`` scaling at scoring, where labels are unknown: re-centre each section on its class means
+    as the scores see them (:func:`balanced_weights` of the cancer probabilities), re-score, and repeat until the
+    mean score change is below :data:`BALANCED_TOL` (at most :data:`BALANCED_MAX_ROUNDS` rounds).
+
+    ``score(weights)`` scores the spots with features scaled with those weights, ``proba(result)`` reads the
+    cancer probabilities from its result, ``first`` is the result with uniform weights. Returns the last result
+    and the number of rounds.
+    """
+    result, rounds, change = first, 0, np.inf
+    while rounds < BALANCED_MAX_ROUNDS and change >= BALANCED_TOL:
+        rounds += 1
+        new = score(balanced_weights(sections, proba(result)))
+        change = float(np.abs(proba(new) - proba(result)).mean())
+        result = new
+    if change >= BALANCED_TOL:
+        logger.warning("The balanced scaling did not settle in %d rounds (mean score change %.4f).", rounds, change)
+    return result, rounds
 
 
 def source_weights(adata: AnnData, spec: FeatureSpec, y: np.ndarray | None) -> np.ndarray | None:

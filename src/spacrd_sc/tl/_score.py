@@ -18,9 +18,9 @@ from ..model import Prediction, SpaCRD
 from ._inputs import (
     FeatureSpec,
     ModelArrays,
-    balanced_weights,
     check_var_names,
     model_arrays_unscaled,
+    rebalance,
     scale_arrays,
 )
 from ._threshold import call_sections, check_rule, source_share_of, threshold_uns
@@ -147,17 +147,12 @@ def cancer_score(
     balanced = spec.scaling == "balanced"
     pred = predict(model, scale_arrays(raw, spec.scaling, copy=balanced), batch_size=batch_size, device=device)
     n_iter = 0
-    if balanced:  # re-centre each section on its class means as the model now sees them, until they settle
-        while n_iter < _BALANCED_MAX_ITER:
-            n_iter += 1
-            weights = balanced_weights(raw.sections, pred.proba)
-            new = predict(model, scale_arrays(raw, "balanced", weights), batch_size=batch_size, device=device)
-            change = float(np.abs(new.proba - pred.proba).mean())
-            pred = new
-            if change < _BALANCED_TOL:
-                break
-        else:
-            logger.warning("The balanced scaling did not settle in %d rounds (mean score change %.4f).", n_iter, change)
+    if balanced:  # re-centre each section on its class means as the model sees them, until the scores settle
+
+        def rescore(weights: np.ndarray) -> Prediction:
+            return predict(model, scale_arrays(raw, "balanced", weights), batch_size=batch_size, device=device)
+
+        pred, n_iter = rebalance(rescore, lambda p: p.proba, pred, raw.sections)
         logger.info("Balanced scaling: %d re-centring rounds.", n_iter)
     scores = pred.proba.astype(np.float32)
     sections = raw.sections
@@ -197,10 +192,6 @@ def cancer_score(
     uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
     adata.uns[key_added] = uns
     return adata if copy else None
-
-
-#: The balanced scaling's re-centring at scoring stops when the mean score change falls below the tolerance.
-_BALANCED_MAX_ITER, _BALANCED_TOL = 20, 1e-3
 
 
 def _predict(model: SpaCRD, arrays: ModelArrays, **kwargs: Any) -> Prediction:
