@@ -289,3 +289,25 @@ def test_gene_checks_name_the_problem():
     a.var_names = ["g0", "g1", "g1", "g3"]
     with pytest.raises(ValueError, match="duplicated gene names .*'g1'"):
         _inputs.check_var_names(a)
+
+
+def test_rebalance_stops_when_scores_settle(caplog):
+    sec = np.zeros(6, int)
+    seen = []
+
+    def settles(w):  # the scores stop moving after the second re-centring
+        seen.append(w)
+        return np.full(6, 0.5) if len(seen) < 2 else np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])
+
+    p, rounds = _inputs.rebalance(settles, lambda p: p, np.array([0.8, 0.8, 0.8, 0.2, 0.2, 0.2]), sec)
+    assert rounds == 3 and p[0] == 0.9
+    np.testing.assert_allclose(seen[0], _inputs.balanced_weights(sec, np.array([0.8] * 3 + [0.2] * 3)))
+
+    def flips(w):  # never settles: stops at the cap and says so
+        flips.n += 1
+        return np.full(6, 0.2 if flips.n % 2 else 0.8)
+
+    flips.n = 0
+    with caplog.at_level("WARNING", logger="spacrd_sc"):
+        _, rounds = _inputs.rebalance(flips, lambda p: p, np.full(6, 0.5), sec)
+    assert rounds == _inputs.BALANCED_MAX_ROUNDS and "did not settle" in caplog.text
