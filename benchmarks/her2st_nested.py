@@ -43,11 +43,7 @@ ENSEMBLES = {
     "SpaCRD (8 epochs, 2 seeds)": ("SpaCRD (8 epochs)", 2),
     "SpaCRD (8 epochs, 3 seeds)": ("SpaCRD (8 epochs)", 3),
     "SpaCRD (balanced scaling, 3 seeds)": ("SpaCRD (balanced scaling)", 3),
-    "SpaCRD (5 alignment epochs, 3 seeds)": ("SpaCRD (5 alignment epochs)", 3),
 }
-#: Speed candidates (cheaper schedules of the default model): adopted when not worse, i.e. their mean inner AUC and
-#: inner F1 at the chosen rule are each no more than two standard errors below the reference's.
-SPEED_CANDIDATES = ["SpaCRD (5 alignment epochs)"]
 #: Calibration candidates (fifth round, written after seeds 0–2 of "balanced scaling" showed inner F1 +0.018 at
 #: inner AUC −0.001, which the accuracy rule rejects because it asks for an AUC gain too): name -> the seeds that
 #: decide, three seeds trained only after this rule was committed. Adopted when, over those seeds, the mean inner
@@ -410,8 +406,6 @@ def _beats(cand: pd.Series, ref: pd.Series) -> tuple[float, float]:
 
 def _passes(method: str, d_auc: float, m_auc: float, d_f1: float, m_f1: float) -> bool:
     """The written rule for ``method``'s kind of candidate (differences and two-standard-error margins)."""
-    if method in SPEED_CANDIDATES:  # not worse on either
-        return d_auc > -m_auc and d_f1 > -m_f1
     if method in CALIBRATION_CANDIDATES:  # AUC not worse, F1 better
         return d_auc > -m_auc and d_f1 > m_f1
     return d_auc > m_auc and d_f1 > m_f1  # better on both
@@ -457,12 +451,10 @@ def default_decision(
             "passes": _passes(m, d_auc, m_auc, d_f1, m_f1),
         }
     gaps = pd.DataFrame.from_dict(rows, orient="index")
-    winners = gaps[gaps.passes & ~gaps.index.isin(SPEED_CANDIDATES)] if len(gaps) else gaps
-    faster = list(gaps.index[gaps.passes & gaps.index.isin(SPEED_CANDIDATES)]) if len(gaps) else []
-    pick = winners if len(winners) else gaps.loc[faster]
+    winners = gaps[gaps.passes] if len(gaps) else gaps
     chosen = DEFAULT_SETTING
-    if len(pick):
-        best = pick["d_f1"].idxmax()
+    if len(winners):
+        best = winners["d_f1"].idxmax()
         chosen = next((e for e, (b, k) in ENSEMBLES.items() if b == best and k == ENSEMBLE_SIZE), best)
     per_seed = {}
     for m in (chosen, ENSEMBLES.get(chosen, (chosen,))[0]):
@@ -496,11 +488,7 @@ def default_decision(
         "of the difference (Welch; a setting with one seed borrows the reference's variance); among several, the "
         f"largest F1 gain; a single-network winner ships as its {ENSEMBLE_SIZE}-network ensemble. The call rule "
         f"changes from `{INCUMBENT_RULE}` when the best rule's mean inner F1 exceeds it by more than two standard "
-        "errors of their paired per-seed difference. A speed candidate "
-        f"({', '.join(f'`{m}`' for m in SPEED_CANDIDATES)}: a cheaper schedule of the same model) passes when it is "
-        "not worse: its mean inner AUC and inner F1 at the chosen rule each no more than two standard errors below "
-        "the reference's; it changes the schedule only when no accuracy candidate wins (the two were not measured "
-        "together). A calibration candidate "
+        "errors of their paired per-seed difference. A calibration candidate "
         f"({', '.join(f'`{m}` (deciding seeds {list(v)})' for m, v in CALIBRATION_CANDIDATES.items())}) passes when "
         "its mean inner AUC is not worse and its mean inner F1 at the chosen rule is better by more than two "
         "standard errors, over its deciding seeds only: this rule was written after seeds 0–2 of `SpaCRD "
@@ -520,7 +508,6 @@ def default_decision(
         md(gaps),
         "",
         f"Setting: **{chosen}**" + (" (unchanged)." if chosen == DEFAULT_SETTING else "."),
-        "Speed candidates not worse than the reference: " + (", ".join(f"`{m}`" for m in faster) or "none") + ".",
         f"Call rule: **{rule}**" + (" (unchanged)." if rule == INCUMBENT_RULE else "."),
         "",
         *rule_lines,
