@@ -75,7 +75,9 @@ def align(
         ``"minmax"`` (to [0, 1], as the reference code), ``"none"``, or ``"balanced"``: a z-score whose mean
         and standard deviation weight cancer and non-cancer spots half each (source labels here; at
         :func:`cancer_score` the model's own probabilities, re-estimated until they settle), so that a
-        section is not centred on tumour because it is mostly tumour.
+        section is not centred on tumour because it is mostly tumour. On her2st it ranked spots slightly worse
+        than the z-score (inner AUC −0.002) and called them a little better (inner F1 +0.012); nested CV kept
+        ``"standard"`` (``benchmarks/README.md``, fifth round).
     label_key
         ``obs`` column with the binary cancer label; read only with ``scaling="balanced"``.
     use_contrastive, use_cross_attention, use_vae, modality
