@@ -2,7 +2,8 @@
 
 Everything the model sees passes through here (gene selection, normalisation, per-section scaling, image
 features, neighbour tokens), so sources (at training) and targets (at scoring) are prepared by the same
-code from the same :class:`FeatureSpec`. Nothing here looks at labels.
+code from the same :class:`FeatureSpec`. Labels are read only for the ``"balanced"`` scaling of labelled
+sources (:func:`source_weights`); a target is weighted by the model's own scores (:func:`rebalance`).
 """
 
 from __future__ import annotations

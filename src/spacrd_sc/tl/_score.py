@@ -145,6 +145,7 @@ def cancer_score(
         )
     predict = _predict_adapted if adapt_batchnorm else _predict
     balanced = spec.scaling == "balanced"
+    # scaled in place unless the balanced re-centring needs the unscaled arrays again
     pred = predict(model, scale_arrays(raw, spec.scaling, copy=balanced), batch_size=batch_size, device=device)
     n_iter = 0
     if balanced:  # re-centre each section on its class means as the model sees them, until the scores settle
