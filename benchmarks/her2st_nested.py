@@ -59,7 +59,7 @@ CALIBRATION_CANDIDATES = {"SpaCRD (balanced scaling)": (3, 4, 5)}
 #: fit is faster than the member network's; an accuracy winner takes precedence over a speed one.
 PAIRED_CANDIDATES = {
     "SpaCRD (5 alignment epochs)": ("speed", (0, 1, 2)),
-    "SpaCRD (section adversary)": ("accuracy", (0, 1, 2)),
+    "SpaCRD (section-invariant fusion)": ("accuracy", (0, 1, 2)),
 }
 #: Non-inferiority margins of a speed candidate (inner AUC, inner F1 at the chosen rule): a third of the issue's
 #: required lead over the baselines in AUC (0.01) and half of it in F1 (0.02).

@@ -143,3 +143,90 @@ def test_label_smoothing_bounds_the_scores(section):
         with pytest.raises(ValueError, match="label_smoothing"):
             model.fit_fusion(sec["x_gene"], None, sec["neighbors"], sec["y"], label_smoothing=bad, **FAST)
     assert not model.is_fitted
+
+
+def _two_batches(sec: dict, shift: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The section twice, as two 'sections' whose second copy carries a batch effect the per-section scaling
+    left behind: half of the genes shifted by ``shift`` s.d., plus noise. Returns genes, neighbours, labels, sections.
+    """
+    n, g = sec["x_gene"].shape
+    rng = np.random.default_rng(1)
+    second = sec["x_gene"] + rng.normal(0, 0.3, (n, g)).astype(np.float32)
+    second[:, g // 2 :] += shift
+    x = np.concatenate([sec["x_gene"], second])
+    nb = sec["neighbors"]
+    neighbors = np.concatenate([nb, np.where(nb >= 0, nb + n, -1)])
+    return x, neighbors, np.concatenate([sec["y"], sec["y"]]), np.repeat(["A", "B"], n)
+
+
+def _section_probe_accuracy(h: np.ndarray, y: np.ndarray, sections: np.ndarray) -> float:
+    """Cross-validated accuracy of a linear probe telling the sections apart from ``h``, within each class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    return float(
+        np.mean(
+            [
+                cross_val_score(LogisticRegression(max_iter=2000), h[y == c], sections[y == c], cv=3).mean()
+                for c in (0, 1)
+            ]
+        )
+    )
+
+
+def test_section_alignment_hides_the_section(section):
+    """With ``section_alignment`` the fused representation tells the two 'sections' apart much less well (a linear
+    probe within each class), while the classes stay separated; without it the batch effect is plain."""
+    x, neighbors, y, sections = _two_batches(section)
+    probe, auc = {}, {}
+    for lam in (0.0, 1.0):
+        model = SpaCRD(section["genes"], None, **SMALL)
+        model.fit_alignment(x, None, neighbors, epochs=2, **FAST)
+        model.fit_fusion(
+            x, None, neighbors, y, epochs=20, lr=3e-3, batch_size=64, batching="random",
+            sections=sections, section_alignment=lam, **FAST,
+        )  # fmt: skip
+        pred = model.predict(x, None, neighbors)
+        probe[lam] = _section_probe_accuracy(pred.embedding, y, sections)
+        auc[lam] = roc_auc_score(y, pred.proba)
+        assert model.training_params["fusion"]["section_alignment"] == lam
+        assert ("section_shift" in model.history) == (lam > 0)
+    assert probe[0.0] > 0.75, probe
+    assert probe[1.0] < probe[0.0] - 0.15, probe
+    assert min(auc.values()) > 0.9, auc
+
+
+def test_section_shift_loss():
+    """Zero when every section has the same class means; grows with a shift; scale-free; needs two sections."""
+    import torch
+
+    from spacrd_sc.model._modules import section_shift
+
+    rng = np.random.default_rng(0)
+    h = torch.from_numpy(rng.normal(size=(40, 8)).astype(np.float32))
+    y = torch.tensor([0, 1] * 20)
+    sections = torch.tensor([0] * 20 + [1] * 20)
+    same = torch.cat([h[:20], h[:20]])  # section 1 repeats section 0 spot for spot
+    assert float(section_shift(same, y, sections)) < 1e-10
+    shifted = same.clone()
+    shifted[20:] += 1.0
+    loss = float(section_shift(shifted, y, sections))
+    assert loss > 0.1
+    assert float(section_shift(3.0 * shifted, y, sections)) == pytest.approx(loss, rel=1e-5)
+    assert float(section_shift(shifted, y, torch.zeros(40, dtype=torch.long))) == 0.0
+
+
+def test_section_alignment_bad_inputs(section):
+    sec = section
+    model = SpaCRD(sec["genes"], None, **SMALL)
+    args = (sec["x_gene"], None, sec["neighbors"], sec["y"])
+    n = len(sec["y"])
+    with pytest.raises(ValueError, match="section_alignment must be >= 0"):
+        model.fit_fusion(*args, section_alignment=-1.0, sections=np.zeros(n), **FAST)
+    with pytest.raises(ValueError, match="needs `sections`"):
+        model.fit_fusion(*args, section_alignment=1.0, **FAST)
+    with pytest.raises(ValueError, match="expected"):
+        model.fit_fusion(*args, section_alignment=1.0, sections=np.zeros(n - 1), **FAST)
+    with pytest.raises(ValueError, match="at least two sections"):
+        model.fit_fusion(*args, section_alignment=1.0, sections=np.zeros(n), **FAST)
+    assert not model.is_fitted

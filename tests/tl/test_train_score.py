@@ -256,3 +256,18 @@ def test_balanced_scaling_needs_labels_before_training(sources):
     sources.obs["tumour"] = sources.obs_names.str.endswith(("1", "3"))
     model = sc_crd.tl.align(sources, n_top_genes=60, scaling="balanced", label_key="tumour", **SMALL, **FAST)
     assert model.preprocessing["scaling"] == "balanced"
+
+
+def test_section_alignment_through_tl(sources, target):
+    """``fit_vrbca(section_alignment=...)`` reads the sections from the model's ``library_key``, records the
+    weight and the per-epoch shift, and the model scores a new section; without a library key it fails first."""
+    m = sc_crd.tl.align(sources, n_top_genes=40, **SMALL, **{**FAST, "epochs": 1})
+    sc_crd.tl.fit_vrbca(sources, m, section_alignment=1.0, **{**FAST, "epochs": 4})
+    assert m.training_params["fusion"]["section_alignment"] == 1.0
+    assert len(m.history["section_shift"]) == 4 and all(np.isfinite(m.history["section_shift"]))
+    sc_crd.tl.cancer_score(target, m)
+    assert target.obs["spacrd_score"].between(0, 1).all()
+    one = sc_crd.tl.align(sources, n_top_genes=40, library_key=None, **SMALL, **{**FAST, "epochs": 1})
+    with pytest.raises(ValueError, match="needs `library_key`"):
+        sc_crd.tl.fit_vrbca(sources, one, section_alignment=1.0, **FAST)
+    assert not one.is_fitted

@@ -348,3 +348,27 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, alpha: float)
     logits = a @ b.T / temperature
     target = torch.arange(a.shape[0], device=a.device)
     return alpha * F.cross_entropy(logits, target) + (1.0 - alpha) * F.cross_entropy(logits.T, target)
+
+
+def section_shift(h: torch.Tensor, y: torch.Tensor, sections: torch.Tensor) -> torch.Tensor:
+    """Class-conditional section shift of ``h`` within a batch: for each class, the variance across sections of
+    the sections' mean ``h`` (mean over features), relative to the class's within-batch variance of ``h``
+    (detached); averaged over the classes that at least two sections have in the batch (0 if none).
+
+    Zero when every section's spots of a class have the same mean representation; penalising it matches first
+    moments per class across sections (a linear-kernel MMD, conditioned on the class so that a section's tissue
+    mix is not what gets removed).
+    """
+    terms = []
+    for c in (0, 1):
+        in_c = y == c
+        secs = sections[in_c]
+        present = torch.unique(secs)
+        if len(present) < 2:
+            continue
+        onehot = (secs[:, None] == present[None, :]).to(h.dtype)
+        means = (onehot.T @ h[in_c]) / onehot.sum(0)[:, None]
+        terms.append((means - means.mean(0, keepdim=True)).pow(2).mean())
+    if not terms:
+        return h.new_zeros(())
+    return torch.stack(terms).mean() / (h.var(0).mean() + 1e-6)

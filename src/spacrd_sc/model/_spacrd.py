@@ -14,7 +14,7 @@ from .._logging import logger
 from .._utils import _resolve_device
 from . import _io
 from ._config import DEFAULT_N_MEMBERS, DEFAULT_N_PCS, ModelConfig, json_record
-from ._data import check_inputs, check_loop_args, resolve_fused_epochs
+from ._data import check_inputs, check_loop_args, check_sections, resolve_fused_epochs
 from ._modules import SpaCRDNet
 from ._train import adapt_batchnorm as _adapt
 from ._train import build_net, infer, run_alignment, run_fusion
@@ -290,6 +290,8 @@ class SpaCRD:
         batching: str = "local",
         amp: bool = False,
         label_smoothing: float = 0.0,
+        sections: np.ndarray | None = None,
+        section_alignment: float = 0.0,
     ) -> SpaCRD:
         """Stages 2 + 3: train the fusion, the VAE and the discriminator (encoders not frozen).
 
@@ -321,6 +323,15 @@ class SpaCRD:
             ε in [0, 1): the classifier's BCE targets become ``ε/2`` (not cancer) and ``1 − ε/2`` (cancer),
             which keeps the logits finite and the scores graded instead of pinned at 0 and 1. Recorded in
             ``training_params["fusion"]``.
+        sections
+            ``(n,)`` source section of each spot (any labels); needed only with ``section_alignment``.
+        section_alignment
+            λ ≥ 0: weight of a penalty on the class-conditional section shift of ``h*`` (0, the default: none).
+            In every batch, for each class, the spread across source sections of their mean ``h*``, relative to
+            the class's spread of ``h*`` (:func:`~spacrd_sc.model._modules.section_shift`), is added to the loss
+            times λ, so the fusion and encoders learn features that do not identify the section (batch, patient)
+            beyond its tissue mix. Needs ``sections`` with at least two sections; recorded in
+            ``training_params["fusion"]``.
 
         Returns
         -------
@@ -333,6 +344,7 @@ class SpaCRD:
             raise ValueError(f"batching must be 'local' or 'random', got {batching!r}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+        codes = check_sections(sections, section_alignment, len(labels))
         fused_epochs = resolve_fused_epochs(epochs, fused_epochs, use_vae=self._cfg.use_vae)
         if self._cfg.use_contrastive and not self.is_aligned and not self.is_fitted:
             warnings.warn(
@@ -342,7 +354,21 @@ class SpaCRD:
                 stacklevel=2,
             )
         sched = (epochs, fused_epochs, batch_size, lr)
-        run_fusion(self, feats, nbr, labels, *sched, dev, seed, progress_bar, batching, amp, label_smoothing)
+        run_fusion(
+            self,
+            feats,
+            nbr,
+            labels,
+            *sched,
+            dev,
+            seed,
+            progress_bar,
+            batching,
+            amp,
+            label_smoothing,
+            sections=codes,
+            section_alignment=section_alignment,
+        )
         return self
 
     # ------------------------------------------------------------------ inference

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .._logging import logger
 from .._utils import _progress
 from ._data import epoch_batches, local_clusters, neighbourhood_mean, neighbourhood_tokens
-from ._modules import SpaCRDNet, info_nce
+from ._modules import SpaCRDNet, info_nce, section_shift
 
 if TYPE_CHECKING:
     from ._config import ModelConfig
@@ -138,14 +138,18 @@ def train_fusion(
     batching: str = "local",
     amp: bool = False,
     label_smoothing: float = 0.0,
+    sections: torch.Tensor | None = None,
+    section_alignment: float = 0.0,
     desc: str = "SpaCRD fusion",
 ) -> dict[str, list[float]]:
     """Stages 2 + 3: ``fused_epochs`` of ``L_fused``, then ``L_cls = BCE + γ·L_fused``; all weights train.
 
     With ``label_smoothing`` ε the BCE targets are ``y·(1 − ε) + ε/2`` (the VAE prior still uses the hard class).
+    With ``sections`` (integer codes per spot) every epoch adds ``section_alignment ·``
+    :func:`~spacrd_sc.model._modules.section_shift` of ``h*`` over the batch to the loss.
 
-    Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE) and ``bce``,
-    ``cls`` (classifier epochs).
+    Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE), ``bce``, ``cls``
+    (classifier epochs) and ``section_shift`` (with ``sections``).
     """
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
@@ -174,6 +178,9 @@ def train_fusion(
                 loss = parts["cls"]
             else:
                 loss = parts["fused"]
+            if sections is not None:
+                parts["section_shift"] = section_shift(h, yb, sections[idx])
+                loss = loss + section_alignment * parts["section_shift"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -370,12 +377,15 @@ def run_fusion(
     batching: str,
     amp: bool,
     label_smoothing: float = 0.0,
+    sections: np.ndarray | None = None,
+    section_alignment: float = 0.0,
 ) -> None:
     """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue) per member, train, record."""
     model._move(dev)
     t0 = time.perf_counter()
     tensors = [torch.from_numpy(f).to(dev) for f in feats]
     nbr_t, labels_t = torch.from_numpy(nbr).to(dev), torch.from_numpy(labels).to(dev)
+    sections_t = torch.from_numpy(sections).long().to(dev) if sections is not None else None
     hists = []
     for i, s in enumerate(member_seeds(model, seed)):
         with seeded(s, dev):
@@ -406,6 +416,8 @@ def run_fusion(
                     batching=batching,
                     amp=amp,
                     label_smoothing=float(label_smoothing),
+                    sections=sections_t,
+                    section_alignment=float(section_alignment),
                     desc=_bar_desc("SpaCRD fusion", i, model),
                 )
             )
@@ -423,6 +435,7 @@ def run_fusion(
         "device": dev,
         "batching": batching,
         "label_smoothing": float(label_smoothing),
+        "section_alignment": float(section_alignment),
         "n_spots": int(len(labels)),
         "n_cancer": int(labels.sum()),
         "seconds": round(elapsed, 2),

@@ -169,6 +169,7 @@ def fit_vrbca(
     batch_size: int = 512,
     lr: float | None = None,
     label_smoothing: float = 0.0,
+    section_alignment: float = 0.0,
     device: str = "auto",
     seed: int = 0,
     progress_bar: bool | None = None,
@@ -193,6 +194,11 @@ def fit_vrbca(
     label_smoothing
         ε in [0, 1): train the classifier on targets ``ε/2`` / ``1 − ε/2`` instead of 0 / 1 (graded rather
         than saturated scores; see :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Off by default.
+    section_alignment
+        λ ≥ 0: penalise how far each source section's mean fused representation lies from the other sections'
+        within each class (``obs[library_key]`` names the sections), so that the representation keeps less of
+        what identifies a section (batch, patient) beyond its tissue mix (see
+        :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Needs at least two sections. Off by default.
     {device}
     {seed}
     {progress_bar}
@@ -211,6 +217,8 @@ def fit_vrbca(
     adata = _get_table(data, table_key)
     spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
     y = binary_labels(adata, label_key)
+    if section_alignment and spec.library_key is None:
+        raise ValueError("section_alignment > 0 needs `library_key`, the obs column naming each spot's section.")
     arrays = model_arrays(adata, spec, weights=source_weights(adata, spec, y))
     if arrays.n_missing:
         raise ValueError(
@@ -222,7 +230,15 @@ def fit_vrbca(
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     x = (arrays.x_gene, arrays.x_image, arrays.neighbors)
     model.fit_fusion(
-        *x, y, **sched, label_smoothing=label_smoothing, device=device, seed=seed, progress_bar=progress_bar
+        *x,
+        y,
+        **sched,
+        label_smoothing=label_smoothing,
+        sections=arrays.sections,
+        section_alignment=section_alignment,
+        device=device,
+        seed=seed,
+        progress_bar=progress_bar,
     )
     emb_key = Key.embedding(key_added)
     _warn_overwrite(adata, "obsm", emb_key)
