@@ -43,6 +43,8 @@ ENSEMBLES = {
     "SpaCRD (8 epochs, 2 seeds)": ("SpaCRD (8 epochs)", 2),
     "SpaCRD (8 epochs, 3 seeds)": ("SpaCRD (8 epochs)", 3),
     "SpaCRD (balanced scaling, 3 seeds)": ("SpaCRD (balanced scaling)", 3),
+    "SpaCRD (5 alignment epochs, 3 seeds)": ("SpaCRD (5 alignment epochs)", 3),
+    "SpaCRD (section-invariant fusion, 3 seeds)": ("SpaCRD (section-invariant fusion)", 3),
 }
 #: Calibration candidates (fifth round, written after seeds 0–2 of "balanced scaling" showed inner F1 +0.018 at
 #: inner AUC −0.001, which the accuracy rule rejects because it asks for an AUC gain too): name -> the seeds that
@@ -454,8 +456,8 @@ def default_decision(
         return ["Default decision: not made (the default's replicates are incomplete).", ""], None
     rows = {}
     for m in SPACRD_SETTINGS:
-        if m in refs:
-            continue
+        if m in refs or ENSEMBLES.get(m, (None,))[0] in PAIRED_CANDIDATES:
+            continue  # the sixth round's ensembles are decided through their member network
         rep = replicates(ev, m)
         deciding = CALIBRATION_CANDIDATES.get(m) or PAIRED_CANDIDATES.get(m, (None, None))[1]
         if deciding is not None:
