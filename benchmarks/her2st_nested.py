@@ -484,6 +484,23 @@ def default_decision(
             "passes": _passes(m, d_auc, m_auc, d_f1, m_f1, faster),
         }
     gaps = pd.DataFrame.from_dict(rows, orient="index")
+    per_seed_lines = []
+    for m, (_, seeds) in PAIRED_CANDIDATES.items():
+        rep = replicates(ev, m)
+        rep = rep[rep.index.isin(seeds)]
+        if rep.empty:
+            continue
+        ref = refs[DEFAULT_MEMBER].reindex(rep.index)
+        table = pd.DataFrame(
+            {
+                f"inner AUC, {DEFAULT_MEMBER}": ref.inner_auc,
+                f"inner AUC, {m}": rep.inner_auc,
+                f"inner F1 chosen, {DEFAULT_MEMBER}": ref.inner_f1_chosen,
+                f"inner F1 chosen, {m}": rep.inner_f1_chosen,
+            }
+        ).T
+        table.columns = [f"seed {c}" for c in table.columns]
+        per_seed_lines += [f"`{m}` and the member network, seed by seed:", "", md(table), ""]
     winners = gaps[gaps.passes] if len(gaps) else gaps
     speed = [m for m in winners.index if PAIRED_CANDIDATES.get(m, ("accuracy",))[0] == "speed"]
     if len(speed) < len(winners):  # an accuracy winner takes precedence
@@ -550,6 +567,7 @@ def default_decision(
         "",
         md(gaps),
         "",
+        *per_seed_lines,
         f"Setting: **{chosen}**" + (" (unchanged)." if chosen == DEFAULT_SETTING else "."),
         f"Call rule: **{rule}**" + (" (unchanged)." if rule == INCUMBENT_RULE else "."),
         "",
