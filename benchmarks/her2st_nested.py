@@ -68,8 +68,10 @@ PAIRED_CANDIDATES = {
 NONINFERIORITY = {"auc": 0.003, "f1": 0.010}
 #: Networks per model in the package default (``SpaCRD(n_members=...)``).
 ENSEMBLE_SIZE = DEFAULT_N_MEMBERS
-#: The package default (``SpaCRD()``: 8 fusion epochs, 3 networks), the reference of the decision: its seed-0 and
-#: seed-1 ensembles (single models of seeds 0–2 and 3–5) give the seed-noise margins.
+#: The package default of the fourth and fifth rounds (20 alignment epochs, 8 fusion epochs, 3 networks), the
+#: reference of the decision: its seed-0 and seed-1 ensembles (single models of seeds 0–2 and 3–5) give the
+#: seed-noise margins. The sixth round's decision made ``SpaCRD (5 alignment epochs, 3 seeds)`` the package default;
+#: a later round compares its candidates with that (and its member network) instead.
 DEFAULT_SETTING = "SpaCRD (8 epochs, 3 seeds)"
 #: Its member network: single-network candidates are compared with this, seed by seed (pair models seeds 0–5).
 DEFAULT_MEMBER = ENSEMBLES[DEFAULT_SETTING][0]
@@ -596,7 +598,9 @@ def write_report(ev: pd.DataFrame, out: Path) -> None:
         "sections; the best rule (ties: the earlier in the list) is applied to T's scores from the model trained "
         "on all 7 other sections. T's labels are used only to report the result. Candidate rules "
         f"(`spacrd_sc.tl._threshold`): {', '.join(f'`{r}`' for r in CANDIDATES)}. `{DEFAULT_SETTING}`: the "
-        "package default since the fourth round (image-less, 8 fusion epochs, 3 networks). `SpaCRD (8 epochs)`: "
+        "package default of the fourth and fifth rounds (image-less, 20 alignment epochs, 8 fusion epochs, 3 "
+        "networks), the reference of the decisions below; the sixth round's decision made `SpaCRD (5 alignment "
+        "epochs, 3 seeds)` the package default. `SpaCRD (8 epochs)`: "
         "one such network, the default of the third round; pair models seeds 0–5 (seed 0 in the per-rule tables, "
         "seeds 0–2 and 3–5 the members of the seed-0 and seed-1 ensembles), outer models seeds 0–5, metrics "
         "averaged over the seeds. `SpaCRD`: the default until the third round (30 fusion epochs); pair models "

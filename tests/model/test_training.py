@@ -230,3 +230,17 @@ def test_section_alignment_bad_inputs(section):
     with pytest.raises(ValueError, match="at least two sections"):
         model.fit_fusion(*args, section_alignment=1.0, sections=np.zeros(n), **FAST)
     assert not model.is_fitted
+
+
+def test_default_alignment_epochs_by_mode():
+    """5 epochs of neighbourhood contrast for the image-less model (chosen by nested CV on her2st), 20 of
+    image-gene alignment (not re-measured); an explicit ``epochs`` wins."""
+    sec = section_arrays(make_section(nx=6, ny=6, n_genes=12, n_markers=3, image_dim=8, seed=3))
+    for n_image, expected in ((None, 5), (8, 20)):
+        model = SpaCRD(sec["genes"], n_image, **SMALL)
+        x_img = sec["x_image"] if n_image else None
+        model.fit_alignment(sec["x_gene"], x_img, sec["neighbors"], **FAST)
+        assert len(model.history["align"]) == expected
+        assert model.training_params["alignment"]["epochs"] == expected
+    model.fit_alignment(sec["x_gene"], sec["x_image"], sec["neighbors"], epochs=2, **FAST)
+    assert model.training_params["alignment"]["epochs"] == 2
