@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from ..model import SpaCRD
 
 #: Cache layout version: bump when what is trained for the same key changes.
-_CACHE_VERSION = 3  # 2: the fusion default became 8 epochs (was 30); 3: 3-network seed ensembles (was 1)
+_CACHE_VERSION = 4  # 2: the fusion default became 8 epochs (was 30); 3: 3-network seed ensembles (was 1);
+#                      4: 5 alignment epochs for the image-less model (was 20)
 
 
 def _cache_key(genes: Sequence[str] | None, seed: int, version: str, epochs: int | None) -> str:
@@ -82,13 +83,13 @@ def her2st_model(
       per-section z-scaling, 6 spatial neighbours (squidpy graph). Genes: the highly variable genes
       (up to 3000, batch-aware) among those expressed in every section and in ``genes``.
     * *Training*: the package defaults of :func:`spacrd_sc.tl.align` and :func:`spacrd_sc.tl.fit_vrbca`
-      (20 alignment epochs, lr 1e-3; 8 fusion epochs, lr 5e-4; 256 gene PCs; a seed ensemble of 3 networks
+      (5 alignment epochs, lr 1e-3; 8 fusion epochs, lr 5e-4; 256 gene PCs; a seed ensemble of 3 networks
       from seeds ``seed``, ``seed + 1``, ``seed + 2``).
     * *Expected accuracy*: leave-one-section-out on the 8 sections with this configuration (all genes;
-      benchmarks/results/her2st_nested.md, two ensembles: outer models of seeds 0–2 and 3–5): mean ROC-AUC
-      0.879; F1 at the default label-free rule ``half_smooth`` 0.781. Tumour-dominated sections are still
-      under-called (A1 72 % called vs 88 % labelled, F1 66 % vs 84 %, C1 43 % vs 72 %) and tumour-poor ones
-      over-called (H1 46 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
+      benchmarks/results/her2st_nested.md, one ensemble: outer models of seeds 0–2): mean ROC-AUC 0.880; F1 at
+      the default label-free rule ``half_smooth`` 0.785. Tumour-dominated sections are still under-called
+      (F1 71 % called vs 84 % labelled, C1 47 % vs 72 %; A1 81 % vs 88 %) and tumour-poor ones over-called
+      (H1 47 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
       not measured here.
     * *Limits*: trained on one platform (legacy ST), one tissue (HER2+ breast cancer) and 8 patients.
       **Cross-platform accuracy (Visium, Visium HD, Xenium targets) is not validated here**; check the scores
