@@ -351,13 +351,16 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, alpha: float)
 
 
 def section_shift(h: torch.Tensor, y: torch.Tensor, sections: torch.Tensor) -> torch.Tensor:
-    """Class-conditional section shift of ``h`` within a batch: for each class, the variance across sections of
-    the sections' mean ``h`` (mean over features), relative to the class's within-batch variance of ``h``
-    (detached); averaged over the classes that at least two sections have in the batch (0 if none).
+    """Class-conditional section shift of ``h`` within a batch: for each class that at least two sections have in
+    the batch, the variance across those sections of their mean ``h`` (mean over features); averaged over such
+    classes and divided by the variance of ``h`` over the whole batch (mean over features). 0 if no class has two
+    sections.
 
     Zero when every section's spots of a class have the same mean representation; penalising it matches first
     moments per class across sections (a linear-kernel MMD, conditioned on the class so that a section's tissue
-    mix is not what gets removed).
+    mix is not what gets removed). The ratio is scale-free, and it cannot be lowered by collapsing ``h``: the
+    batch variance shrinks with it (dividing by a detached within-class variance instead let a synthetic check
+    collapse the classes).
     """
     terms = []
     for c in (0, 1):

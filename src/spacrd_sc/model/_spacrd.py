@@ -338,8 +338,8 @@ class SpaCRD:
         section_alignment
             λ ≥ 0: weight of a penalty on the class-conditional section shift of ``h*`` (0, the default: none).
             In every batch, for each class, the spread across source sections of their mean ``h*``, relative to
-            the class's spread of ``h*`` (:func:`~spacrd_sc.model._modules.section_shift`), is added to the loss
-            times λ, so the fusion and encoders learn features that do not identify the section (batch, patient)
+            the spread of ``h*`` over the batch (:func:`~spacrd_sc.model._modules.section_shift`), is added to the
+            loss times λ, so the fusion and encoders learn features that do not identify the section (batch, patient)
             beyond its tissue mix. Needs ``sections`` with at least two sections; recorded in
             ``training_params["fusion"]``.
 

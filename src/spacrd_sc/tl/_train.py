@@ -217,7 +217,7 @@ def fit_vrbca(
     adata = _get_table(data, table_key)
     spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
     y = binary_labels(adata, label_key)
-    if section_alignment and spec.library_key is None:
+    if section_alignment > 0 and spec.library_key is None:
         raise ValueError("section_alignment > 0 needs `library_key`, the obs column naming each spot's section.")
     arrays = model_arrays(adata, spec, weights=source_weights(adata, spec, y))
     if arrays.n_missing:
