@@ -429,11 +429,16 @@ def _paired(cand: pd.Series, ref: pd.Series) -> tuple[float, float]:
     return float(diff.mean()), float(margin)
 
 
+def _is_speed(method: str) -> bool:
+    """Whether ``method`` is a sixth-round speed (non-inferiority) candidate."""
+    return PAIRED_CANDIDATES.get(method, ("accuracy",))[0] == "speed"
+
+
 def _passes(method: str, d_auc: float, m_auc: float, d_f1: float, m_f1: float, faster: bool = False) -> bool:
     """The written rule for ``method``'s kind of candidate (differences and two-standard-error margins)."""
     if method in CALIBRATION_CANDIDATES:  # AUC not worse, F1 better
         return d_auc > -m_auc and d_f1 > m_f1
-    if PAIRED_CANDIDATES.get(method, ("accuracy",))[0] == "speed":  # not worse beyond the margins, and faster
+    if _is_speed(method):  # not worse beyond the margins, and faster
         return faster and d_auc - m_auc > -NONINFERIORITY["auc"] and d_f1 - m_f1 > -NONINFERIORITY["f1"]
     return d_auc > m_auc and d_f1 > m_f1  # better on both
 
@@ -504,7 +509,7 @@ def default_decision(
         table.columns = [f"seed {c}" for c in table.columns]
         per_seed_lines += [f"`{m}` and the member network, seed by seed:", "", md(table), ""]
     winners = gaps[gaps.passes] if len(gaps) else gaps
-    speed = [m for m in winners.index if PAIRED_CANDIDATES.get(m, ("accuracy",))[0] == "speed"]
+    speed = [m for m in winners.index if _is_speed(m)]
     if len(speed) < len(winners):  # an accuracy winner takes precedence
         winners = winners.drop(index=speed)
     chosen = DEFAULT_SETTING
