@@ -461,7 +461,7 @@ def default_decision(
     fit_s = fit_seconds(ev)
     if min(len(r) for r in refs.values()) < 2:
         return ["Default decision: not made (the default's replicates are incomplete).", ""], None
-    rows = {}
+    rows, per_seed_lines = {}, []
     for m in SPACRD_SETTINGS:
         if m in refs or ENSEMBLES.get(m, (None,))[0] in PAIRED_CANDIDATES:
             continue  # the sixth round's ensembles are decided through their member network
@@ -490,24 +490,19 @@ def default_decision(
             "pair_fit_s": fit_s.get(m, np.nan),
             "passes": _passes(m, d_auc, m_auc, d_f1, m_f1, faster),
         }
+        if m in PAIRED_CANDIDATES:
+            paired = ref.reindex(rep.index)
+            table = pd.DataFrame(
+                {
+                    f"inner AUC, {ref_name}": paired.inner_auc,
+                    f"inner AUC, {m}": rep.inner_auc,
+                    f"inner F1 chosen, {ref_name}": paired.inner_f1_chosen,
+                    f"inner F1 chosen, {m}": rep.inner_f1_chosen,
+                }
+            ).T
+            table.columns = [f"seed {c}" for c in table.columns]
+            per_seed_lines += [f"`{m}` and the member network, seed by seed:", "", md(table), ""]
     gaps = pd.DataFrame.from_dict(rows, orient="index")
-    per_seed_lines = []
-    for m, (_, seeds) in PAIRED_CANDIDATES.items():
-        rep = replicates(ev, m)
-        rep = rep[rep.index.isin(seeds)]
-        if rep.empty:
-            continue
-        ref = refs[DEFAULT_MEMBER].reindex(rep.index)
-        table = pd.DataFrame(
-            {
-                f"inner AUC, {DEFAULT_MEMBER}": ref.inner_auc,
-                f"inner AUC, {m}": rep.inner_auc,
-                f"inner F1 chosen, {DEFAULT_MEMBER}": ref.inner_f1_chosen,
-                f"inner F1 chosen, {m}": rep.inner_f1_chosen,
-            }
-        ).T
-        table.columns = [f"seed {c}" for c in table.columns]
-        per_seed_lines += [f"`{m}` and the member network, seed by seed:", "", md(table), ""]
     winners = gaps[gaps.passes] if len(gaps) else gaps
     speed = [m for m in winners.index if _is_speed(m)]
     if len(speed) < len(winners):  # an accuracy winner takes precedence
