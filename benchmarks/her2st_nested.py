@@ -45,6 +45,7 @@ ENSEMBLES = {
     "SpaCRD (balanced scaling, 3 seeds)": ("SpaCRD (balanced scaling)", 3),
     "SpaCRD (5 alignment epochs, 3 seeds)": ("SpaCRD (5 alignment epochs)", 3),
     "SpaCRD (section-invariant fusion, 3 seeds)": ("SpaCRD (section-invariant fusion)", 3),
+    "SpaCRD (linear skip, 3 seeds)": ("SpaCRD (linear skip)", 3),
 }
 #: Calibration candidates (fifth round, written after seeds 0–2 of "balanced scaling" showed inner F1 +0.018 at
 #: inner AUC −0.001, which the accuracy rule rejects because it asks for an AUC gain too): name -> the seeds that
@@ -52,16 +53,19 @@ ENSEMBLES = {
 #: AUC is not worse (no more than two standard errors below the reference's) and the mean inner F1 at the chosen
 #: rule is better by more than two standard errors. Seeds 0–2, which suggested the rule, do not count.
 CALIBRATION_CANDIDATES = {"SpaCRD (balanced scaling)": (3, 4, 5)}
-#: Sixth round (written and committed before any of its candidates' scores existed): candidates compared with the
-#: default's member network :data:`DEFAULT_MEMBER` seed by seed, on the same seeds (paired differences, which the
-#: fifth round found far less noisy than the seed-to-seed spread of either setting): name -> (kind, seeds).
+#: Sixth round (written and committed before any of its candidates' scores existed): candidates compared with a
+#: reference network seed by seed, on the same seeds (paired differences, which the fifth round found far less noisy
+#: than the seed-to-seed spread of either setting): name -> (kind, seeds, reference). The sixth round's reference is
+#: the then default's member network :data:`DEFAULT_MEMBER`; the seventh round's (written before its candidate's
+#: scores existed) is the member network of the default the sixth round adopted, ``SpaCRD (5 alignment epochs)``.
 #: ``"accuracy"``: adopted when the mean paired difference of the inner AUC and of the inner F1 at the chosen rule
 #: both exceed two standard errors of the paired differences. ``"speed"`` (non-inferiority): adopted when both lower
 #: bounds (mean paired difference − two standard errors) stay above ``−NONINFERIORITY[...]`` and its median pair
 #: fit is faster than the member network's; an accuracy winner takes precedence over a speed one.
 PAIRED_CANDIDATES = {
-    "SpaCRD (5 alignment epochs)": ("speed", (0, 1, 2)),
-    "SpaCRD (section-invariant fusion)": ("accuracy", (0, 1, 2)),
+    "SpaCRD (5 alignment epochs)": ("speed", (0, 1, 2), "SpaCRD (8 epochs)"),
+    "SpaCRD (section-invariant fusion)": ("accuracy", (0, 1, 2), "SpaCRD (8 epochs)"),
+    "SpaCRD (linear skip)": ("accuracy", (0, 1, 2), "SpaCRD (5 alignment epochs)"),
 }
 #: Non-inferiority margins of a speed candidate (inner AUC, inner F1 at the chosen rule): a third of the issue's
 #: required lead over the baselines in AUC (0.01) and half of it in F1 (0.02).
@@ -430,7 +434,7 @@ def _paired(cand: pd.Series, ref: pd.Series) -> tuple[float, float]:
 
 
 def _is_speed(method: str) -> bool:
-    """Whether ``method`` is a sixth-round speed (non-inferiority) candidate."""
+    """Whether ``method`` is a paired speed (non-inferiority) candidate."""
     return PAIRED_CANDIDATES.get(method, ("accuracy",))[0] == "speed"
 
 
@@ -453,18 +457,18 @@ def default_decision(
     errors of the difference; among several, the largest F1 gain. A single-network winner ships as its
     3-network ensemble (:data:`ENSEMBLES`). The default call rule then changes when, over the shipped setting's
     replicates (its member networks' when it has fewer than two), the best rule's mean inner F1 exceeds the
-    incumbent's by more than two standard errors of their paired per-seed difference. Sixth round: the candidates of
-    :data:`PAIRED_CANDIDATES` are compared seed by seed with the member network instead (paired differences over
-    their deciding seeds), a speed candidate by non-inferiority. Returns the report lines and the chosen
-    ``(setting, rule)`` (``None`` when no decision could be made)."""
+    incumbent's by more than two standard errors of their paired per-seed difference. Sixth and seventh rounds: the
+    candidates of :data:`PAIRED_CANDIDATES` are compared seed by seed with their reference network instead (paired
+    differences over their deciding seeds), a speed candidate by non-inferiority. Returns the report lines and the
+    chosen ``(setting, rule)`` (``None`` when no decision could be made)."""
     refs = {DEFAULT_SETTING: replicates(ev, DEFAULT_SETTING), DEFAULT_MEMBER: replicates(ev, DEFAULT_MEMBER)}
     fit_s = fit_seconds(ev)
     if min(len(r) for r in refs.values()) < 2:
         return ["Default decision: not made (the default's replicates are incomplete).", ""], None
     rows, per_seed_lines = {}, []
     for m in SPACRD_SETTINGS:
-        if m in refs or ENSEMBLES.get(m, (None,))[0] in PAIRED_CANDIDATES:
-            continue  # the sixth round's ensembles are decided through their member network
+        if m in (DEFAULT_SETTING, DEFAULT_MEMBER) or ENSEMBLES.get(m, (None,))[0] in PAIRED_CANDIDATES:
+            continue  # the paired candidates' ensembles are decided through their member network
         rep = replicates(ev, m)
         deciding = CALIBRATION_CANDIDATES.get(m) or PAIRED_CANDIDATES.get(m, (None, None))[1]
         if deciding is not None:
@@ -472,6 +476,10 @@ def default_decision(
         if rep.empty:
             continue
         ref_name = DEFAULT_SETTING if m in ENSEMBLES else DEFAULT_MEMBER
+        if m in PAIRED_CANDIDATES:
+            ref_name = PAIRED_CANDIDATES[m][2]
+        if ref_name not in refs:
+            refs[ref_name] = replicates(ev, ref_name)
         ref = refs[ref_name]
         compare = _paired if m in PAIRED_CANDIDATES else _beats
         d_auc, m_auc = compare(rep.inner_auc, ref.inner_auc)
@@ -501,7 +509,7 @@ def default_decision(
                 }
             ).T
             table.columns = [f"seed {c}" for c in table.columns]
-            per_seed_lines += [f"`{m}` and the member network, seed by seed:", "", md(table), ""]
+            per_seed_lines += [f"`{m}` and `{ref_name}`, seed by seed:", "", md(table), ""]
     gaps = pd.DataFrame.from_dict(rows, orient="index")
     winners = gaps[gaps.passes] if len(gaps) else gaps
     speed = [m for m in winners.index if _is_speed(m)]
@@ -551,9 +559,12 @@ def default_decision(
         "asks for an AUC gain), and seeds 3–5 were trained after it was committed. (Until the fourth round the "
         "margin was one seed-0 vs seed-1 difference, which the fourth round found too small: over six single "
         "networks the inner F1 at the chosen rule spans 0.743–0.772.) Sixth round (written before its candidates' "
-        "scores existed): "
-        + ", ".join(f"`{m}` ({kind}, seeds {list(seeds)})" for m, (kind, seeds) in PAIRED_CANDIDATES.items())
-        + f" are compared with `{DEFAULT_MEMBER}` seed by seed (`comparison`: paired; the margins are two standard "
+        "scores existed) and seventh round (the same, with the sixth round's adopted member network as reference): "
+        + ", ".join(
+            f"`{m}` ({kind}, seeds {list(seeds)}, reference `{ref}`)"
+            for m, (kind, seeds, ref) in PAIRED_CANDIDATES.items()
+        )
+        + " are compared with their reference seed by seed (`comparison`: paired; the margins are two standard "
         "errors of the same-seed differences, which the fifth round found far steadier than either setting's "
         "spread over seeds). An accuracy candidate must beat it on both; a speed candidate must stay within "
         f"{NONINFERIORITY['auc']} inner AUC and {NONINFERIORITY['f1']} inner F1 of it (lower bounds: difference "

@@ -60,6 +60,7 @@ class ModelConfig:
     modality: str = "both"
     n_pcs: int | None = field(default=DEFAULT_N_PCS)
     n_members: int = DEFAULT_N_MEMBERS
+    linear_skip: bool = False
 
     def __post_init__(self) -> None:
         genes = self.genes
@@ -98,6 +99,8 @@ class ModelConfig:
             raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}.")
         if self.modality == "image" and n_image is None:
             raise ValueError("modality='image' needs n_image_features (the size of the image features).")
+        if self.linear_skip and self.modality == "image":
+            raise ValueError("linear_skip adds a linear term on the gene inputs; modality='image' has none.")
         normalised = {
             "genes": genes,
             "n_image_features": n_image,
@@ -115,6 +118,7 @@ class ModelConfig:
             "use_vae": bool(self.use_vae),
             "n_pcs": _positive_int_or_none(self.n_pcs, "n_pcs"),
             "n_members": int(self.n_members),
+            "linear_skip": bool(self.linear_skip),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -162,6 +166,8 @@ class ModelConfig:
         head = "category-regularised VAE + discriminator on [mu, logvar]"
         if not self.use_vae:
             head = "discriminator on h* (no VAE)"
+        if self.linear_skip:
+            head += " + a linear term on the neighbourhood-mean gene inputs"
         text = f"{text}; head: {head}"
         if self.n_members > 1:
             text += f"; an ensemble of {self.n_members} networks from consecutive seeds (probabilities averaged)"

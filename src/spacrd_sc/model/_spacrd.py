@@ -124,6 +124,11 @@ class SpaCRD:
         on her2st, two independent 3-network ensembles had inner-fold AUCs of 0.884 and 0.881, six single
         networks 0.876–0.881 (the F1 differences were within seed noise); ``n_members=1`` trains a third as
         long.
+    linear_skip
+        Add a linear term on the gene inputs to the discriminator's logit: the mean over the spot and its
+        neighbours of the gene encoder's inputs (principal components), standardised, times learned weights (zero at
+        the start), trained with the rest (a "wide" path beside the deep one; the model a smoothed logistic
+        regression fits). Not with ``modality="image"``.
     preprocessing
         JSON-able record of how the caller prepared the features; stored and saved as is.
 
@@ -154,6 +159,7 @@ class SpaCRD:
         modality: str = "both",
         n_pcs: int | None = DEFAULT_N_PCS,
         n_members: int = DEFAULT_N_MEMBERS,
+        linear_skip: bool = False,
         preprocessing: dict | None = None,
     ):
         args = {k: v for k, v in locals().items() if k not in ("self", "preprocessing")}

@@ -113,10 +113,17 @@ def train_alignment(
     return history
 
 
-def _streams(net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor):
-    """Encode the distinct rows a batch of centre spots needs: ``(U, D)`` streams, ``inverse``, ``mask``."""
+def _gene_rows(net: SpaCRDNet, feats: list[torch.Tensor], unique: torch.Tensor) -> torch.Tensor | None:
+    """The gene inputs of rows ``unique`` when ``net`` has a linear skip (genes are the last stream), else ``None``."""
+    return feats[-1][unique] if net.linear_skip is not None else None
+
+
+def _forward_batch(net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor):
+    """``net``'s outputs ``(h*, logit, ĥ, μ, log σ²)`` for a batch of centre spots ``idx``, encoding each distinct
+    row the batch needs once."""
     unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-    return [enc(x[unique]) for enc, x in zip(net.encoders(), feats, strict=True)], inverse, mask
+    tokens = [enc(x[unique]) for enc, x in zip(net.encoders(), feats, strict=True)]
+    return net(tokens, inverse, mask, _gene_rows(net, feats, unique))
 
 
 def train_fusion(
@@ -166,8 +173,7 @@ def train_fusion(
             yb = y[idx]
             target = yb.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
             with autocast(device, amp):
-                h = net.fusion(*_streams(net, feats, idx, neighbors)).float()
-                logit, recon, mu, logvar = net.head(h)
+                h, logit, recon, mu, logvar = _forward_batch(net, feats, idx, neighbors)
             parts: dict[str, torch.Tensor] = {}
             if net.vae is not None:
                 parts["recon"], parts["kl"] = net.vae.loss(h, recon.float(), mu.float(), logvar.float(), yb)
@@ -222,9 +228,9 @@ def infer(
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=device)
             unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-            h = net.fusion([z[unique] for z in tokens], inverse, mask).float()
+            h, logit, *_ = net([z[unique] for z in tokens], inverse, mask, _gene_rows(net, feats, unique))
             embeddings.append(h)
-            probas.append(torch.sigmoid(net.head(h)[0].float()))
+            probas.append(torch.sigmoid(logit.float()))
 
     def _np(parts: list[torch.Tensor]) -> np.ndarray:
         return torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
@@ -241,7 +247,7 @@ def adapt_batchnorm(net: SpaCRDNet, feats: list[torch.Tensor], *, batch_size: in
     and everything after the encoders are untouched. No label is involved.
     """
     net = copy.deepcopy(net).eval()
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [m for e in net.encoders() for m in e.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
@@ -268,6 +274,7 @@ def build_net(cfg: ModelConfig, seed: int) -> SpaCRDNet:
             use_cross_attention=cfg.use_cross_attention,
             use_vae=cfg.use_vae,
             n_pcs=cfg.n_pcs,
+            linear_skip=cfg.linear_skip,
         )
 
 
@@ -392,7 +399,7 @@ def run_fusion(
             if not model.is_fitted:
                 fresh = model._build(s)
                 if model.is_aligned:
-                    for name in ("fusion", "vae", "discriminator"):
+                    for name in ("fusion", "vae", "discriminator", "linear_skip"):
                         setattr(model.nets[i], name, getattr(fresh, name))
                 else:
                     model.nets[i] = fresh
