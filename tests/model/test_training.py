@@ -244,3 +244,27 @@ def test_default_alignment_epochs_by_mode():
         assert model.training_params["alignment"]["epochs"] == expected
     model.fit_alignment(sec["x_gene"], sec["x_image"], sec["neighbors"], epochs=2, **FAST)
     assert model.training_params["alignment"]["epochs"] == 2
+
+
+def test_gene_dropout_trains_differently_and_is_checked(section, target):
+    """``gene_dropout`` changes training (same seed, other weights), still separates the classes, is recorded, and
+    bad values (or an image-only model) fail before training."""
+    sec = section
+    scores = {}
+    for p in (0.0, 0.5):
+        model = SpaCRD(sec["genes"], None, **SMALL)
+        model.fit_alignment(sec["x_gene"], None, sec["neighbors"], epochs=2, **FAST)
+        args = (sec["x_gene"], None, sec["neighbors"], sec["y"])
+        model.fit_fusion(*args, epochs=12, lr=2e-3, batch_size=64, gene_dropout=p, **FAST)
+        assert model.training_params["fusion"]["gene_dropout"] == p
+        scores[p] = model.predict_proba(target["x_gene"], None, target["neighbors"])
+        assert roc_auc_score(target["y"], scores[p]) > 0.9
+    assert not np.allclose(scores[0.0], scores[0.5], atol=1e-3)
+    model = SpaCRD(sec["genes"], None, **SMALL)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="gene_dropout must be in"):
+            model.fit_fusion(*args, gene_dropout=bad, **FAST)
+    image_only = SpaCRD([], sec["x_image"].shape[1], modality="image", **SMALL)
+    with pytest.raises(ValueError, match="gene_dropout drops gene inputs"):
+        image_only.fit_fusion(None, sec["x_image"], sec["neighbors"], sec["y"], gene_dropout=0.2, **FAST)
+    assert not model.is_fitted and not image_only.is_fitted

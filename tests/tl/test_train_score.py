@@ -259,11 +259,12 @@ def test_balanced_scaling_needs_labels_before_training(sources):
 
 
 def test_section_alignment_through_tl(sources, target):
-    """``fit_vrbca(section_alignment=...)`` reads the sections from the model's ``library_key``, records the
-    weight and the per-epoch shift, and the model scores a new section; without a library key it fails first."""
+    """``fit_vrbca(section_alignment=..., gene_dropout=...)`` reads the sections from the model's ``library_key``,
+    records both and the per-epoch shift, and the model scores a new section; without a library key it fails first."""
     m = sc_crd.tl.align(sources, n_top_genes=40, **SMALL, **{**FAST, "epochs": 1})
-    sc_crd.tl.fit_vrbca(sources, m, section_alignment=1.0, **{**FAST, "epochs": 4})
+    sc_crd.tl.fit_vrbca(sources, m, section_alignment=1.0, gene_dropout=0.2, **{**FAST, "epochs": 4})
     assert m.training_params["fusion"]["section_alignment"] == 1.0
+    assert m.training_params["fusion"]["gene_dropout"] == 0.2
     assert len(m.history["section_shift"]) == 4 and all(np.isfinite(m.history["section_shift"]))
     sc_crd.tl.cancer_score(target, m)
     assert target.obs["spacrd_score"].between(0, 1).all()

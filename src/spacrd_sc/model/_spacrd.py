@@ -308,6 +308,7 @@ class SpaCRD:
         label_smoothing: float = 0.0,
         sections: np.ndarray | None = None,
         section_alignment: float = 0.0,
+        gene_dropout: float = 0.0,
     ) -> SpaCRD:
         """Stages 2 + 3: train the fusion, the VAE and the discriminator (encoders not frozen).
 
@@ -348,6 +349,11 @@ class SpaCRD:
             loss times λ, so the fusion and encoders learn features that do not identify the section (batch, patient)
             beyond its tissue mix. Needs ``sections`` with at least two sections; recorded in
             ``training_params["fusion"]``.
+        gene_dropout
+            p in [0, 1): in every training batch each gene input of each spot is zeroed with probability p (the
+            others scaled by 1 / (1 − p); inverted dropout, training only), so the model learns not to rely on any
+            few genes, as when a gene is not measured or drops out on another section or platform. 0 (the default):
+            none. Not with ``modality="image"``. Recorded in ``training_params["fusion"]``.
 
         Returns
         -------
@@ -361,6 +367,10 @@ class SpaCRD:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         codes = check_sections(sections, section_alignment, len(labels))
+        if not 0.0 <= gene_dropout < 1.0:
+            raise ValueError(f"gene_dropout must be in [0, 1), got {gene_dropout!r}.")
+        if gene_dropout > 0 and not self.uses_genes:
+            raise ValueError("gene_dropout drops gene inputs; this model (modality='image') has none.")
         fused_epochs = resolve_fused_epochs(epochs, fused_epochs, use_vae=self._cfg.use_vae)
         if self._cfg.use_contrastive and not self.is_aligned and not self.is_fitted:
             warnings.warn(
@@ -384,6 +394,7 @@ class SpaCRD:
             label_smoothing,
             sections=codes,
             section_alignment=section_alignment,
+            gene_dropout=gene_dropout,
         )
         return self
 

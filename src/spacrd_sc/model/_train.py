@@ -113,17 +113,18 @@ def train_alignment(
     return history
 
 
-def _gene_rows(net: SpaCRDNet, feats: list[torch.Tensor], unique: torch.Tensor) -> torch.Tensor | None:
-    """The gene inputs of rows ``unique`` when ``net`` has a linear skip (genes are the last stream), else ``None``."""
-    return feats[-1][unique] if net.linear_skip is not None else None
-
-
-def _forward_batch(net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor):
+def _forward_batch(
+    net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor, gene_dropout: float = 0.0
+):
     """``net``'s outputs ``(h*, logit, ĥ, μ, log σ²)`` for a batch of centre spots ``idx``, encoding each distinct
-    row the batch needs once."""
+    row the batch needs once. With ``gene_dropout`` p > 0 each gene input of each row is zeroed with probability p
+    (the others scaled by 1 / (1 − p)) before the encoder and the linear skip see it."""
     unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-    tokens = [enc(x[unique]) for enc, x in zip(net.encoders(), feats, strict=True)]
-    return net(tokens, inverse, mask, _gene_rows(net, feats, unique))
+    rows = [x[unique] for x in feats]
+    if gene_dropout > 0 and net.gene_encoder is not None:  # genes are the last stream
+        rows[-1] = F.dropout(rows[-1], gene_dropout)
+    tokens = [enc(x) for enc, x in zip(net.encoders(), rows, strict=True)]
+    return net(tokens, inverse, mask, rows[-1] if net.linear_skip is not None else None)
 
 
 def train_fusion(
@@ -147,13 +148,15 @@ def train_fusion(
     label_smoothing: float = 0.0,
     sections: torch.Tensor | None = None,
     section_alignment: float = 0.0,
+    gene_dropout: float = 0.0,
     desc: str = "SpaCRD fusion",
 ) -> dict[str, list[float]]:
     """Stages 2 + 3: ``fused_epochs`` of ``L_fused``, then ``L_cls = BCE + γ·L_fused``; all weights train.
 
     With ``label_smoothing`` ε the BCE targets are ``y·(1 − ε) + ε/2`` (the VAE prior still uses the hard class).
     With ``sections`` (integer codes per spot) every epoch adds ``section_alignment ·``
-    :func:`~spacrd_sc.model._modules.section_shift` of ``h*`` over the batch to the loss.
+    :func:`~spacrd_sc.model._modules.section_shift` of ``h*`` over the batch to the loss. With ``gene_dropout`` p,
+    each gene input is zeroed with probability p in every batch (inverted dropout, see :func:`_forward_batch`).
 
     Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE), ``bce``, ``cls``
     (classifier epochs) and ``section_shift`` (with ``sections``).
@@ -173,7 +176,7 @@ def train_fusion(
             yb = y[idx]
             target = yb.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
             with autocast(device, amp):
-                h, logit, recon, mu, logvar = _forward_batch(net, feats, idx, neighbors)
+                h, logit, recon, mu, logvar = _forward_batch(net, feats, idx, neighbors, gene_dropout)
             parts: dict[str, torch.Tensor] = {}
             if net.vae is not None:
                 parts["recon"], parts["kl"] = net.vae.loss(h, recon.float(), mu.float(), logvar.float(), yb)
@@ -228,7 +231,8 @@ def infer(
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=device)
             unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-            h, logit, *_ = net([z[unique] for z in tokens], inverse, mask, _gene_rows(net, feats, unique))
+            skip_rows = feats[-1][unique] if net.linear_skip is not None else None  # genes: the last stream
+            h, logit, *_ = net([z[unique] for z in tokens], inverse, mask, skip_rows)
             embeddings.append(h)
             probas.append(torch.sigmoid(logit.float()))
 
@@ -386,6 +390,7 @@ def run_fusion(
     label_smoothing: float = 0.0,
     sections: np.ndarray | None = None,
     section_alignment: float = 0.0,
+    gene_dropout: float = 0.0,
 ) -> None:
     """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue) per member, train, record."""
     model._move(dev)
@@ -425,6 +430,7 @@ def run_fusion(
                     label_smoothing=float(label_smoothing),
                     sections=sections_t,
                     section_alignment=float(section_alignment),
+                    gene_dropout=float(gene_dropout),
                     desc=_bar_desc("SpaCRD fusion", i, model),
                 )
             )
@@ -443,6 +449,7 @@ def run_fusion(
         "batching": batching,
         "label_smoothing": float(label_smoothing),
         "section_alignment": float(section_alignment),
+        "gene_dropout": float(gene_dropout),
         "n_spots": int(len(labels)),
         "n_cancer": int(labels.sum()),
         "seconds": round(elapsed, 2),

@@ -170,6 +170,7 @@ def fit_vrbca(
     lr: float | None = None,
     label_smoothing: float = 0.0,
     section_alignment: float = 0.0,
+    gene_dropout: float = 0.0,
     device: str = "auto",
     seed: int = 0,
     progress_bar: bool | None = None,
@@ -199,6 +200,10 @@ def fit_vrbca(
         within each class (``obs[library_key]`` names the sections), so that the representation keeps less of
         what identifies a section (batch, patient) beyond its tissue mix (see
         :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Needs at least two sections. Off by default.
+    gene_dropout
+        p in [0, 1): zero each gene input of each spot with probability p in every training batch (inverted
+        dropout), so the model does not lean on a few genes (see :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Off by
+        default.
     {device}
     {seed}
     {progress_bar}
@@ -236,6 +241,7 @@ def fit_vrbca(
         label_smoothing=label_smoothing,
         sections=arrays.sections,
         section_alignment=section_alignment,
+        gene_dropout=gene_dropout,
         device=device,
         seed=seed,
         progress_bar=progress_bar,
