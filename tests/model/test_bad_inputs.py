@@ -282,6 +282,24 @@ CASES: dict[str, tuple] = {
         FileExistsError,
         "holds 'model.safetensors', which are not part",
     ),
+    "save-over-hugging-face-folder": (
+        lambda e: (
+            e.folder("bert", "model.safetensors"),
+            (e.tmp / "bert" / "config.json").write_text('{"model_type": "bert"}'),
+            e.fitted.save(e.tmp / "bert", overwrite=True),
+        ),
+        FileExistsError,
+        "holds config.json that another tool wrote",
+    ),
+    "save-over-foreign-weights": (
+        lambda e: (
+            e.folder("timm"),
+            _garbage_state(e).rename(e.tmp / "timm" / "model.safetensors"),
+            e.fitted.save(e.tmp / "timm", overwrite=True),
+        ),
+        FileExistsError,
+        "holds model.safetensors that another tool wrote",
+    ),
     "save-working-directory": (unwritable_cwd, ValueError, "it is \\(or holds\\) the working directory"),
     "save-overwrite-string": (
         lambda e: e.fitted.save(e.saved(), overwrite="yes"),
@@ -402,5 +420,5 @@ def test_bad_input(case, env):
 
 
 def test_case_count():
-    assert len(CASES) == 117
+    assert len(CASES) == 119
     assert sum(len(row) > 3 for row in CASES.values()) == 14  # still open (xfail), owners named in the reason

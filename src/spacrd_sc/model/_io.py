@@ -137,9 +137,41 @@ def _check_target(path: Path, overwrite: bool) -> None:
             f"replaces only a folder holding a saved model ({', '.join(MODEL_FILES)}). Move them out or save "
             "the model to another folder."
         )
+    other = _written_by_another_tool(path)
+    if other:
+        raise FileExistsError(
+            f"Directory {str(path)!r} holds {other} that another tool wrote (not a saved SpaCRD model); "
+            "overwrite=True replaces only a saved SpaCRD model. Save the model to another folder."
+        )
     cwd = Path.cwd()
     if cwd == path or path in cwd.parents:
         raise ValueError(f"Cannot replace {str(path)!r}: it is (or holds) the working directory.")
+
+
+def _written_by_another_tool(path: Path) -> str:
+    """The name of a file in ``path`` that is readable and says it belongs to another format (e.g. a Hugging Face
+    model folder, which also holds ``config.json`` and ``model.safetensors``), else ``""``. A damaged or partial
+    SpaCRD folder (unreadable files) is not another tool's."""
+    config = path / CONFIG_FILE
+    if config.is_file():
+        try:
+            meta = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict) and meta.get("format") != FORMAT_NAME:
+            return CONFIG_FILE
+    weights = path / WEIGHTS_FILE
+    if weights.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                header = fh.metadata() or {}
+        except Exception:  # noqa: BLE001 - unreadable: a damaged SpaCRD file, replaced like the rest
+            return ""
+        if header.get("format") != FORMAT_NAME:
+            return WEIGHTS_FILE
+    return ""
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
