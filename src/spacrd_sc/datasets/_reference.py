@@ -117,8 +117,11 @@ def _load_cached(folder: Path, device: str) -> tuple[SpaCRD | None, str | None]:
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError) as err:
         return None, f"{type(err).__name__}: {err}"
     if not (folder / "manifest.json").is_file():  # an entry saved before model folders had a manifest
-        model.save(folder, overwrite=True)
-        logger.info("her2st model cache entry %s saved again with a manifest.", folder)
+        try:
+            model.save(folder, overwrite=True)
+            logger.info("her2st model cache entry %s saved again with a manifest.", folder)
+        except OSError as err:  # e.g. a read-only shared cache: the entry still loads as it is
+            logger.info("Could not add a manifest to the her2st model cache entry %s (%s).", folder, err)
     return model, None
 
 
