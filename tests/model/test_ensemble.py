@@ -70,6 +70,8 @@ def test_default_is_three_networks_and_models_saved_before_n_members_load_as_one
     single.save(tmp_path / "old")
     cfg = json.loads((tmp_path / "old" / "config.json").read_text())
     del cfg["config"]["n_members"]  # a model written before n_members existed
+    cfg["format_version"] = 1  # written before the manifest too
+    (tmp_path / "old" / "manifest.json").unlink()
     (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
     loaded = SpaCRD.load(tmp_path / "old", device="cpu")
     assert loaded.config["n_members"] == 1 and len(loaded.nets) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -221,6 +222,10 @@ def her2st(section: str, *, path: str | Path | None = None, table_key: str = TAB
     FileNotFoundError
         ``path`` holds no her2st data, or a needed file is missing there.
     """
+    if path is not None and (isinstance(path, bytes) or not isinstance(path, str | Path | os.PathLike)):
+        raise TypeError(f"path must be a folder (str or os.PathLike) or None, got {type(path).__name__}.")
+    if not isinstance(table_key, str) or not table_key:
+        raise ValueError(f"table_key must be a non-empty string, got {table_key!r}.")
     name = str(section).strip().upper()
     if name not in SECTIONS:
         raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from .._constants import LABEL_KEY, LIBRARY_KEY
 from .._docs import inject_docs
 from .._logging import logger
 from .._settings import settings
+from .._utils import _resolve_device
 from ._her2st import LABELLED, her2st
 
 if TYPE_CHECKING:
@@ -59,6 +61,77 @@ def _her2st_sources(path: str | Path | None) -> Any:
     return sources
 
 
+def _check_args(genes: Any, seed: Any, epochs: Any, cache_dir: Any) -> list[str] | None:
+    """Checked ``genes`` (``None`` or a list of names); refuse bad ``seed``, ``epochs``, ``cache_dir`` before work."""
+    if genes is not None:
+        if isinstance(genes, str | bytes):
+            raise TypeError("genes must be a sequence of gene names, not a single string.")
+        if not hasattr(genes, "__iter__"):
+            raise TypeError(
+                f"genes must be a sequence of gene names (e.g. target.var_names), got {type(genes).__name__}."
+            )
+        genes = list(genes)
+        bad = [(i, g) for i, g in enumerate(genes) if not isinstance(g, str)]
+        if bad:
+            i, g = bad[0]
+            raise TypeError(
+                f"genes must hold gene names (str); item {i} is {g!r} ({type(g).__name__}), {len(bad)} such items."
+            )
+        genes = [str(g) for g in genes]
+        if not genes:
+            raise ValueError("genes is empty.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    if epochs is not None and (
+        isinstance(epochs, bool) or not isinstance(epochs, numbers.Real) or not float(epochs).is_integer() or epochs < 2
+    ):
+        raise ValueError(f"epochs must be an integer >= 2 (or None for the defaults), got {epochs!r}.")
+    if cache_dir is not None and (isinstance(cache_dir, bytes) or not isinstance(cache_dir, str | os.PathLike)):
+        raise TypeError(f"cache_dir must be a str or os.PathLike (a folder), got {type(cache_dir).__name__}.")
+    return genes
+
+
+def _writable_root(root: Path) -> Path:
+    """``root`` created if needed; a clear error (before any training) where it cannot hold a cache entry."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NotADirectoryError(
+            f"cache_dir {str(root)!r} cannot be used as a folder ({type(err).__name__}: {err}); pass cache_dir= a "
+            "writable folder."
+        ) from err
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermissionError(f"cache_dir {str(root)!r} is not writable; pass cache_dir= a writable folder.")
+    return root
+
+
+def _load_cached(folder: Path, device: str) -> tuple[SpaCRD | None, str | None]:
+    """The cached model in ``folder`` and ``None``, or ``None`` and why the entry is unusable (damaged: a file
+    missing, added, truncated or changed, unreadable JSON); ``(None, None)`` where there is no entry."""
+    from ..model import SpaCRD
+
+    if not os.path.lexists(folder):
+        return None, None
+    try:
+        model = SpaCRD.load(folder, device=device)
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    if not (folder / "manifest.json").is_file():  # an entry saved before model folders had a manifest
+        try:
+            model.save(folder, overwrite=True)
+            logger.info("her2st model cache entry %s saved again with a manifest.", folder)
+        except OSError as err:  # e.g. a read-only shared cache: the entry still loads as it is
+            logger.info("Could not add a manifest to the her2st model cache entry %s (%s).", folder, err)
+    return model, None
+
+
+def _remove_entry(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+    else:
+        folder.unlink()
+
+
 @inject_docs
 def her2st_model(
     genes: Sequence[str] | None = None,
@@ -72,7 +145,9 @@ def her2st_model(
 ) -> SpaCRD:
     """A SpaCRD model trained on the 8 labelled her2st sections, restricted to ``genes``; cached on disk.
 
-    The first call per gene set trains (minutes on a laptop CPU); later calls load the saved model.
+    The first call per gene set trains (minutes on a laptop CPU); later calls load the saved model. Cache entries
+    are written atomically and verified file by file when loaded (:meth:`~spacrd_sc.SpaCRD.save`); a damaged entry
+    (a file missing, added, truncated or changed) is trained again, with a logged warning.
 
     **Model card.**
 
@@ -117,30 +192,48 @@ def her2st_model(
     -------
     A fitted :class:`~spacrd_sc.SpaCRD`; ``model.training_params["her2st_model"]`` records the cache folder,
     sections, seed and whether it was loaded from the cache.
+
+    Raises
+    ------
+    TypeError
+        ``genes`` is a single string, not iterable, or holds non-strings; ``cache_dir`` is not a path.
+    ValueError
+        ``genes`` is empty; ``seed`` is not a non-negative integer; ``epochs`` is not an integer >= 2; unknown
+        ``device``.
+    OSError
+        ``cache_dir`` cannot be created or written (before any training); the message of a damaged entry that
+        cannot be rebuilt there names the command that removes it.
     """
     from .. import tl
-    from ..model import SpaCRD
 
-    if genes is not None:
-        if isinstance(genes, str):
-            raise TypeError("genes must be a sequence of gene names, not a single string.")
-        genes = [str(g) for g in genes]
-        if not genes:
-            raise ValueError("genes is empty.")
-    if epochs is not None and (int(epochs) != epochs or epochs < 2):
-        raise ValueError(f"epochs must be an integer >= 2 (or None for the defaults), got {epochs!r}.")
+    genes = _check_args(genes, seed, epochs, cache_dir)
+    device = _resolve_device(device)
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
     folder = root / _cache_key(genes, seed, __version__, epochs)
-    if (folder / "config.json").is_file():
+    model, damage = _load_cached(folder, device)
+    if model is not None:
         logger.info("her2st model loaded from the cache %s.", folder)
-        model = SpaCRD.load(folder, device=device)
         model.training_params.setdefault("her2st_model", {})["from_cache"] = True
         return model
+    fix = (
+        f"Remove the entry (`rm -r '{folder}'`, as a user who may write to {str(root)!r}) and call her2st_model "
+        "again, or pass cache_dir= a writable folder."
+    )
+    try:
+        _writable_root(root)
+    except OSError as err:
+        if damage is None:
+            raise
+        raise PermissionError(
+            f"The cached her2st model {str(folder)!r} is damaged ({damage}) and cannot be rebuilt there: {err} {fix}"
+        ) from err
+    if damage is not None:
+        logger.warning("The cached her2st model %s is damaged (%s); training it again.", folder, damage)
 
     sources = _her2st_sources(path)
     sched: dict[str, Any] = {} if epochs is None else {"epochs": int(epochs)}
-    common = {"device": device, "seed": seed, "progress_bar": progress_bar}
+    common = {"device": device, "seed": int(seed), "progress_bar": progress_bar}
     logger.info("Training the her2st model on %d spots (cached at %s).", sources.n_obs, folder)
     model = tl.align(sources, image_key=None, target_genes=genes, **sched, **common)
     tl.fit_vrbca(sources, model, **sched, **common)
@@ -152,10 +245,12 @@ def her2st_model(
         "cache_dir": str(folder),
         "from_cache": False,
     }
-    # save beside the cache entry, then move it into place: an interrupted save never looks like a cache hit
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    model.save(tmp, overwrite=True)
-    if folder.exists():  # a leftover without config.json
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    # SpaCRD.save is atomic (a complete folder renamed into place), so an interrupted save never looks like an
+    # entry; a damaged entry is removed only now that its replacement is trained
+    try:
+        if damage is not None and os.path.lexists(folder):
+            _remove_entry(folder)
+        model.save(folder, overwrite=True)
+    except OSError as err:
+        raise type(err)(f"Could not write the her2st model cache entry {str(folder)!r} ({err}). {fix}") from err
     return model

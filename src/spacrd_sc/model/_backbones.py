@@ -158,8 +158,9 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     ValueError
         ``name`` is neither registered nor a timm model; the message lists the choices.
     """
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name.strip():
         raise ValueError(f"`backbone` must be a non-empty string, got {name!r}.")
+    name = name.strip()
     key = name.lower()
     if key in BACKBONES:
         return BACKBONES[key]
@@ -223,9 +224,13 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         raise FileNotFoundError(f"Weights file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"Could not read {str(path)!r} as safetensors ({err}).") from err
     elif suffix in (".bin", ".pt", ".pth"):
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -370,11 +375,29 @@ def build_backbone(
     -------
     The model (``(n, 3, s, s)`` normalised RGB → ``(n, dim)``) and its spec, with ``dim`` and
     ``weights_source`` filled in.
+
+    Raises
+    ------
+    TypeError
+        ``weights`` is not a path, ``pretrained`` not a bool or ``token`` not a string.
+    FileNotFoundError
+        ``weights`` does not exist or is a directory.
+    ValueError
+        Unknown backbone; a weights file with another suffix, unreadable, or not fitting the architecture;
+        gated weights without a token.
     """
+    if isinstance(pretrained, str) or pretrained not in (True, False):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}.")
+    if token is not None and not isinstance(token, str):
+        raise TypeError(f"token must be a str (a Hugging Face token) or None, got {type(token).__name__}.")
+    if weights is not None and (isinstance(weights, bytes) or not isinstance(weights, str | os.PathLike)):
+        raise TypeError(f"weights must be a path (str or os.PathLike) or None, got {type(weights).__name__}.")
     spec = get_backbone_spec(name)
     path: Path | None = None
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            raise FileNotFoundError(f"Weights file {str(path)!r} is a directory; pass the weights file in it.")
         if not path.is_file():
             raise FileNotFoundError(f"Weights file {str(path)!r} does not exist.")
         if path.suffix.lower() not in WEIGHT_SUFFIXES:

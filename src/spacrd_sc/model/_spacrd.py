@@ -459,14 +459,17 @@ class SpaCRD:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Save to directory ``path``: ``model.safetensors`` (weights) and ``config.json`` (everything else).
+        """Save to directory ``path``: ``model.safetensors`` (weights), ``config.json`` (everything else) and
+        ``manifest.json`` (sha256 and size of both, checked by :meth:`load`). Atomic: written beside ``path`` and
+        renamed into place; a save that fails leaves an existing model folder as it was.
 
         Parameters
         ----------
         path
             Target directory (created if needed).
         overwrite
-            Replace the model in an existing non-empty directory; otherwise :class:`FileExistsError`.
+            Replace the model in an existing non-empty directory (only one holding a saved model and nothing
+            else); otherwise :class:`FileExistsError`.
         """
         _io.save_model(self, path, overwrite=overwrite)
 
@@ -484,9 +487,10 @@ class SpaCRD:
         Raises
         ------
         FileNotFoundError
-            The directory or one of its two files is missing.
+            The directory or one of its files is missing.
         ValueError
-            Invalid config, weights modified since saving, or weight names/shapes that do not match
-            the saved configuration.
+            A file added, truncated or changed since saving (named; folders saved before the manifest existed are
+            checked by the weights' checksum only, with a warning), invalid config, or weight names/shapes that do
+            not match the saved configuration.
         """
         return _io.load_model(cls, path, device=_resolve_device(device))
