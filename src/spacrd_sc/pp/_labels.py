@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,7 @@ def _polygons(
         if key not in annotations.columns:
             raise KeyError(f"The GeoDataFrame has no class column {key!r} (columns: {list(annotations.columns)}).")
         gdf = _class_table(annotations, key, "the GeoDataFrame")
-    elif isinstance(annotations, str | Path | Mapping):
+    elif isinstance(annotations, str | os.PathLike | Mapping | list):  # a list: QuPath's list of features
         if isinstance(annotations, str) and not Path(annotations).expanduser().exists():
             have = list(data.shapes) if isinstance(data, SpatialData) else []
             raise FileNotFoundError(
@@ -132,8 +133,8 @@ def _polygons(
         gdf = read_annotations(annotations, class_key=class_key)
     else:
         raise TypeError(
-            "annotations must be a GeoJSON path or dict, a GeoDataFrame, or the name of a shapes element, "
-            f"got {type(annotations).__name__}."
+            "annotations must be a GeoJSON path, dict or list of features, a GeoDataFrame, or the name of a shapes "
+            f"element, got {type(annotations).__name__}."
         )
     n_other = int((~gdf.geom_type.isin(["Polygon", "MultiPolygon"])).sum())
     if n_other:
@@ -179,7 +180,7 @@ def _spot_centres(adata: AnnData, data: AnnData | SpatialData, coordinate_system
 @inject_docs
 def annotate_spots(
     data: AnnData | SpatialData,
-    annotations: str | Path | Mapping[str, Any] | GeoDataFrame,
+    annotations: str | Path | Mapping[str, Any] | list | GeoDataFrame,
     *,
     class_key: str | None = None,
     key_added: str = "annotation",
@@ -205,7 +206,7 @@ def annotate_spots(
     ----------
     {data}
     annotations
-        A GeoJSON file or dict (read by :func:`spacrd_sc.io.annotations`), a GeoDataFrame with a class
+        A GeoJSON file, dict or list of features (read by :func:`spacrd_sc.io.annotations`), a GeoDataFrame with a class
         column, or the name of a shapes element of ``data``.
     class_key
         For GeoJSON: the property with the class name (default ``classification.name``, then
