@@ -384,6 +384,18 @@ VISIUM: list = [
         "Full-resolution image not found.*missing.tif",
     ),
     ("dataset_id given", _visium_edit(lambda p: None, dataset_id="x"), TypeError, "library_id"),
+    (
+        "fullres image is text (.tif)",
+        _visium_edit(lambda p: _text(p / "full.tif", "x"), fullres_image_file="full.tif"),
+        ValueError,
+        r"Full-resolution image .*full\.tif' is not a readable TIFF",
+    ),
+    (
+        "hires image is text",
+        _visium_edit(lambda p: _text(p / "spatial/tissue_hires_image.png", "x")),
+        ValueError,
+        r"tissue_hires_image\.png' is not a readable image",
+    ),
 ]
 
 
@@ -525,6 +537,18 @@ HD: list = [
         r"bin pixel centres in .*tissue_positions\.parquet' are NaN or infinite",
     ),
     ("a single bin", _hd_edit(_one_bin), ValueError, "three bins not on one line are needed"),
+    (
+        "lowres image is text",
+        _hd_edit(lambda p: _text(p / "spatial/tissue_lowres_image.png", "x")),
+        ValueError,
+        r"tissue_lowres_image\.png' is not a readable image",
+    ),
+    (
+        "microscope image is text",
+        _hd_edit(lambda p: (p / "microscope_image").mkdir() or _text(p / "microscope_image/tissue.tif", "x")),
+        ValueError,
+        r"microscope_image/tissue\.tif' is not a readable TIFF",
+    ),
 ]
 
 

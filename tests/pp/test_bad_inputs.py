@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def inside(a: AnnData, geom) -> np.ndarray:
 
 def gdf(*rows: tuple[Any, Any], column: str = "class") -> gpd.GeoDataFrame:
     """``gdf((geometry, class), ...)``: geometries may be WKT strings."""
-    geoms = [wkt.loads(g) if isinstance(g, str) else g for g, _ in rows]
+    with warnings.catch_warnings():  # shapely warns on the NaN vertices these tests feed it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        geoms = [wkt.loads(g) if isinstance(g, str) else g for g, _ in rows]
     return gpd.GeoDataFrame({column: [c for _, c in rows]}, geometry=geoms)
 
 

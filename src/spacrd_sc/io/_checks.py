@@ -115,3 +115,23 @@ def _check_finite_xy(xy: np.ndarray, what: str, names: Sequence[Any] | None = No
         idx = np.flatnonzero(bad)[:5]
         shown = [str(names[i]) for i in idx] if names is not None else [str(i) for i in idx]
         raise ValueError(f"{n_bad} of {len(xy)} {what} are NaN or infinite (e.g. {', '.join(shown)}).")
+
+
+def _check_image(file: Path, what: str) -> None:
+    """:class:`ValueError` naming ``file`` when its header is not a readable TIFF / PNG / JPEG (no pixels read)."""
+    file = Path(file)
+    if file.name.lower().endswith((".tif", ".tiff", ".btf")):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(file):
+                return
+        except tifffile.TiffFileError as err:
+            raise ValueError(f"{what} {str(file)!r} is not a readable TIFF ({err}).") from None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file):
+            return
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{what} {str(file)!r} is not a readable image ({err}).") from None

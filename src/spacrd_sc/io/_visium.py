@@ -11,7 +11,7 @@ import numpy as np
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._images import GLOBAL_CS, _check_path
 from .._logging import logger
-from ._checks import _check_finite_xy, _check_hdf5, _read_json, _sizes
+from ._checks import _check_finite_xy, _check_hdf5, _check_image, _read_json, _sizes
 from ._tenx import (
     _SCALEFACTORS,
     _VISIUM_COUNTS,
@@ -177,7 +177,10 @@ def visium(
     )
     _check_positions(positions, _h5_barcodes(path / counts_name) if counts_name.endswith(".h5") else None)
     if fullres_image_file is not None:
-        _check_path(path / Path(fullres_image_file), "Full-resolution image")
+        _check_image(_check_path(path / Path(fullres_image_file), "Full-resolution image"), "Full-resolution image")
+    for name in ("tissue_hires_image.png", "tissue_lowres_image.png"):
+        if (path / "spatial" / name).is_file():
+            _check_image(path / "spatial" / name, "Image")
 
     file_prefix = counts_name[: -len(counts_file) - 1] if counts_name != counts_file else None
     if library_id is None:

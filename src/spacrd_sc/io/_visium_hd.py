@@ -13,7 +13,7 @@ import numpy as np
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._images import GLOBAL_CS, _check_path
 from .._logging import logger
-from ._checks import _check_finite_xy, _check_hdf5, _check_parquet, _number, _read_json, _sizes
+from ._checks import _check_finite_xy, _check_hdf5, _check_image, _check_parquet, _number, _read_json, _sizes
 from ._tenx import (
     _SCALEFACTORS,
     _VISIUM_COUNTS,
@@ -192,7 +192,13 @@ def visium_hd(
     if not bins:
         raise FileNotFoundError(f"No binned outputs ('binned_outputs/square_XXXum') in {str(path)!r}.")
     if kwargs.get("fullres_image_file") is not None:
-        _check_path(kwargs["fullres_image_file"], "Full-resolution image")
+        _check_image(_check_path(kwargs["fullres_image_file"], "Full-resolution image"), "Full-resolution image")
+    images = [path / "spatial" / n for n in ("tissue_hires_image.png", "tissue_lowres_image.png")]
+    if kwargs.get("fullres_image_file") is None and (path / "microscope_image").is_dir():
+        images += sorted((path / "microscope_image").iterdir())
+    for file in images:
+        if file.is_file() and file.suffix.lower() in {".tif", ".tiff", ".btf", ".png", ".jpg", ".jpeg"}:
+            _check_image(file, "Image")
     requested_src = kwargs.pop("bin_size", None)
     if isinstance(requested_src, list | tuple):
         requested_src = min(requested_src) if requested_src else None
