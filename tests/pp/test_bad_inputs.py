@@ -314,6 +314,20 @@ def test_same_class_duplicates_are_not_a_conflict(caplog) -> None:
     assert (a.obs["annotation"] == "Tumor").sum() == 4 and a.uns["annotation"]["n_overlap"] == 0
 
 
+def test_equal_tiles_sharing_a_border(caplog) -> None:
+    """Equal-area tiles drawn edge to edge are not duplicates: a centre on the shared edge takes the first tile."""
+    a = grid()
+    left, right = box(0, 0, 15, 50), box(15, 0, 30, 50)  # spots at x = 15 lie on the shared edge
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        sc_crd.pp.annotate_spots(a, gdf((left, "Tumor"), (right, "Stroma")))
+    on_edge = (a.obsm["spatial"][:, 0] == 15) & (a.obsm["spatial"][:, 1] < 50)
+    assert on_edge.sum() == 5
+    assert "5 of them lie on the shared border of equal-area polygons" in caplog.text
+    labels = a.obs["annotation"].astype(str).to_numpy()
+    assert (labels[on_edge] == "Tumor").all()
+    assert (labels[inside(a, right) & ~on_edge] == "Stroma").all() and a.uns["annotation"]["n_overlap"] == 5
+
+
 def test_bowtie_labels_both_lobes() -> None:
     """A bow-tie drawn over 50 x 50 px is repaired into its two triangles: spots in both lobes are labelled."""
     a = grid()

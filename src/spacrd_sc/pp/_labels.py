@@ -50,7 +50,7 @@ def _class_table(source: Any, key: str, what: str) -> GeoDataFrame:
     return gpd.GeoDataFrame({CLASS_COLUMN: cls}, geometry=gpd.GeoSeries(_checked_polygons(geoms, labels)))
 
 
-def _resolve_overlaps(hits: pd.DataFrame, polys: GeoDataFrame) -> tuple[pd.DataFrame, int]:
+def _resolve_overlaps(hits: pd.DataFrame, polys: GeoDataFrame, points: GeoDataFrame) -> tuple[pd.DataFrame, int]:
     """One polygon per spot by the overlap rule; report the spots where classes overlap.
 
     The rule: a spot whose centre lies in several polygons takes the class of the **smallest** one (by area).
@@ -58,45 +58,67 @@ def _resolve_overlaps(hits: pd.DataFrame, polys: GeoDataFrame) -> tuple[pd.DataF
     smaller, more specific polygon is the deliberate one; the rule does not depend on the order of the
     features in the file, which QuPath does not guarantee. Spots where polygons of *different* classes overlap
     are counted and reported in a warning (classes and spot counts). Where the smallest polygons holding a
-    centre have the same area (duplicated polygons) but different classes, no rule can choose: a
-    :class:`ValueError` names the polygons.
+    centre have the same area (relative tolerance :data:`AREA_RTOL`) but different classes:
+
+    - the centre lies *inside* several of them (duplicated polygons): no rule can choose, a
+      :class:`ValueError` names the polygons;
+    - the centre lies only on their shared border (equal tiles drawn edge to edge): the polygon with the
+      lowest row wins, and the warning says how many spots were on such a border.
 
     ``hits``: rows of the spatial join (``row`` = spot, ``index_right`` = polygon, ``class``, ``area``).
     Returns the winning hit per spot and the number of spots in overlapping polygons of different classes.
     """
-    hits = hits.sort_values(["row", "area", "index_right"], kind="stable")
+    import shapely
+
+    interior = shapely.contains(
+        polys.geometry.to_numpy()[hits["index_right"].to_numpy()], points.geometry.to_numpy()[hits["row"].to_numpy()]
+    )
+    smallest = hits.groupby("row")["area"].transform("min").to_numpy()
+    is_min = np.isclose(hits["area"].to_numpy(), smallest, rtol=AREA_RTOL, atol=0.0)
+    hits = hits.assign(_min=is_min, _interior=interior)
+    # winner: among the smallest polygons, one holding the centre inside rather than on its border, lowest row
+    order = hits.assign(_a=~hits["_min"], _b=~hits["_interior"])
+    hits = order.sort_values(["row", "_a", "_b", "area", "index_right"], kind="stable").drop(columns=["_a", "_b"])
+    best = hits.drop_duplicates("row", keep="first")
     n_classes = hits.groupby("row")[CLASS_COLUMN].nunique()
     mixed = n_classes.index[n_classes > 1]
-    best = hits.drop_duplicates("row", keep="first")
     if len(mixed) == 0:
-        return best, 0
-    h = hits[hits["row"].isin(mixed)]
-    smallest = h.groupby("row")["area"].transform("min")
-    tied = h[np.isclose(h["area"].to_numpy(), smallest.to_numpy(), rtol=AREA_RTOL, atol=0.0)]
-    n_tied_classes = tied.groupby("row")[CLASS_COLUMN].nunique()
-    tie_rows = n_tied_classes.index[n_tied_classes > 1]
-    if len(tie_rows):
-        t = tied[tied["row"].isin(tie_rows)]
+        return best.drop(columns=["_min", "_interior"]), 0
+    h = hits[hits["row"].isin(mixed) & hits["_min"]]
+    inside = h[h["_interior"]]
+    n_inside_classes = inside.groupby("row")[CLASS_COLUMN].nunique()
+    dup_rows = n_inside_classes.index[n_inside_classes > 1]
+    if len(dup_rows):
+        t = inside[inside["row"].isin(dup_rows)]
         which = sorted({(int(i), str(c)) for i, c in zip(t["index_right"], t[CLASS_COLUMN], strict=True)})
         shown = ", ".join(f"polygon {i} ({c!r})" for i, c in which[:6])
         raise ValueError(
-            f"{len(tie_rows)} spot centres lie in polygons of the same area but different classes ({shown}): "
+            f"{len(dup_rows)} spot centres lie in polygons of the same area but different classes ({shown}): "
             "duplicated polygons with conflicting classes, which the overlap rule (smallest polygon wins) cannot "
             "resolve. Remove the wrong copy or give the copies one class."
         )
+    n_min_classes = h.groupby("row")[CLASS_COLUMN].nunique()
+    n_border = int(((n_min_classes > 1) & ~n_min_classes.index.isin(inside["row"])).sum())
     winners = best.set_index("row").loc[mixed, CLASS_COLUMN]
-    others = h.groupby("row")[CLASS_COLUMN].agg(lambda c: tuple(sorted(set(map(str, c)))))
+    others = hits[hits["row"].isin(mixed)].groupby("row")[CLASS_COLUMN].agg(lambda c: tuple(sorted(set(map(str, c)))))
     pairs: dict[tuple[str, tuple[str, ...]], int] = {}
     for row, win in winners.items():
         key = (str(win), tuple(c for c in others[row] if c != win))
         pairs[key] = pairs.get(key, 0) + 1
+    border = (
+        f" {n_border} of them lie on the shared border of equal-area polygons and took the class of the one listed "
+        "first."
+        if n_border
+        else ""
+    )
     logger.warning(
         "%d spot centres lie in overlapping polygons of different classes; each took the class of the smallest "
-        "polygon holding it: %s.",
+        "polygon holding it: %s.%s",
         len(mixed),
         "; ".join(f"{w!r} over {', '.join(map(repr, lo))} ({n} spots)" for (w, lo), n in sorted(pairs.items())),
+        border,
     )
-    return best, len(mixed)
+    return best.drop(columns=["_min", "_interior"]), len(mixed)
 
 
 def _polygons(
@@ -257,7 +279,7 @@ def annotate_spots(
             "image while the section uses a downscaled one: `sc_crd.io.annotations(..., scale=)`), or pass "
             "`coordinate_system=`."
         )
-    best, n_overlap = _resolve_overlaps(hits, polys)
+    best, n_overlap = _resolve_overlaps(hits, polys, points)
     classes = list(pd.unique(polys[CLASS_COLUMN]))
     labels = np.full(adata.n_obs, outside if outside is not None else None, dtype=object)
     labels[best["row"].to_numpy()] = best[CLASS_COLUMN].to_numpy()
