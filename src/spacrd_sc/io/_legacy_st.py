@@ -228,10 +228,16 @@ def legacy_st(
     Raises
     ------
     FileNotFoundError
-        A path does not exist.
+        A path does not exist (or is a folder).
+    TypeError
+        A path that is not a str / os.PathLike; a size (``spot_diameter_um``, ``spot_spacing_um``,
+        ``pixel_size_um``, ``image_scale``) that is not a number.
     ValueError
-        Spots of the count matrix are missing from the spot file; the image is not RGB uint8; spot
-        centres fall outside the image; the pixel size cannot be derived.
+        A size that is NaN, infinite or not positive; a count matrix / spot file that is not a readable
+        (gzipped) tab-separated table, or an image file that is not a readable image (the message names the
+        file); counts that are NaN, infinite or negative; NaN / infinite pixel coordinates of counted spots
+        or missing array coordinates; spots of the count matrix missing from the spot file; the image is not
+        RGB uint8; spot centres fall outside the image; the pixel size cannot be derived.
     """
     from anndata import AnnData
     from scipy import sparse

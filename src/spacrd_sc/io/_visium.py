@@ -147,7 +147,15 @@ def visium(
     ------
     FileNotFoundError
         The folder, the count matrix, the positions file, the scale factors or ``fullres_image_file`` is
-        missing (the message names it).
+        missing (the message names it); ``path`` is a file.
+    TypeError
+        ``path`` is not a str / os.PathLike.
+    ValueError
+        Checked before the read, naming the file: a count matrix that is not HDF5 or holds no 10x matrix;
+        scale factors that are not a JSON object, lack a key, or whose ``spot_diameter_fullres``,
+        ``tissue_hires_scalef`` or ``tissue_lowres_scalef`` is not a positive finite number; a positions
+        file that is not a 6-column CSV, lacks a barcode of the matrix or has NaN / infinite pixel centres;
+        an image that is not a readable TIFF / PNG / JPEG.
     """
     import spatialdata_io
 

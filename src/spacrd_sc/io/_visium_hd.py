@@ -172,8 +172,15 @@ def visium_hd(
     FileNotFoundError
         The folder, ``feature_slice.h5``, the ``square_XXXum`` bins or their matrix / positions / scale
         factors are missing (the message names the file).
+    TypeError
+        ``path`` is not a str / os.PathLike; ``bin_size_um`` is not a number.
     ValueError
-        ``bin_size_um`` is smaller than the source bins.
+        ``bin_size_um`` is NaN, infinite, not positive or smaller than the source bins. Checked before the
+        read, naming the file: ``feature_slice.h5`` or a count matrix that is not HDF5 (or lacks its metadata /
+        matrix); scale factors that are not JSON or whose sizes are not positive finite numbers or disagree
+        (``bin_size_um`` vs the folder, ``bin_size_um / spot_diameter_fullres`` vs ``microns_per_pixel``); a
+        positions file that is not Parquet or lacks columns; an image that is not readable. After the read:
+        NaN / infinite bin centres; fewer than three bins off one line of the array.
     """
     import spatialdata_io
 

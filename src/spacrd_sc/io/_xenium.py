@@ -197,10 +197,16 @@ def xenium(
         The folder, ``experiment.xenium``, ``cell_feature_matrix.h5``, ``cells.parquet``, ``cells.zarr.zip``,
         ``he_image``, ``he_alignment`` or (``source="transcripts"``) ``transcripts.parquet`` is missing (the
         message names it).
+    TypeError
+        ``path`` is not a str / os.PathLike; ``bin_size_um`` / ``min_qv`` not a number.
     ValueError
         An H&E without an alignment (none given, none or several ``*he_imagealignment.csv`` in ``path``);
-        a malformed alignment matrix; a missing ``pixel_size``; a non-positive ``bin_size_um``; an unknown
-        ``source``.
+        a malformed alignment matrix (or one with NaN / infinite values); a missing ``pixel_size`` or one that
+        is not a positive finite number; ``bin_size_um`` NaN, infinite or not positive; ``min_qv`` NaN; an
+        unknown ``source``. Checked before the read, naming the file: ``experiment.xenium`` not JSON,
+        ``cell_feature_matrix.h5`` not HDF5, ``cells.parquet`` / ``transcripts.parquet`` not Parquet or
+        lacking columns, ``cells.zarr.zip`` not a zip, an H&E that is not a readable image. After the read:
+        NaN / infinite cell centroids or transcript positions.
     """
     import spatialdata_io
     from spatialdata.transformations import Affine, Identity, Sequence, get_transformation, set_transformation
