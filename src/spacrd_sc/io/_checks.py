@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._geometry import _check_finite_xy  # noqa: F401  (re-exported: the readers' coordinate check)
+
 #: Datasets of a 10x feature-barcode matrix group (``matrix`` in Cell Ranger >= 3, the genome name before).
 _H5_MATRIX_DATASETS = ("barcodes", "data", "indices", "indptr", "shape")
 
@@ -104,17 +106,6 @@ def _check_zip(file: Path, what: str) -> None:
 
     if not zipfile.is_zipfile(file):
         raise ValueError(f"{what} {str(file)!r} is not a zip archive (damaged or truncated).")
-
-
-def _check_finite_xy(xy: np.ndarray, what: str, names: Sequence[Any] | None = None) -> None:
-    """:class:`ValueError` naming how many (and which) coordinates of ``what`` are NaN or infinite."""
-    xy = np.asarray(xy, dtype=float)
-    bad = ~np.isfinite(xy).all(axis=1) if xy.ndim == 2 else ~np.isfinite(xy)
-    n_bad = int(bad.sum())
-    if n_bad:
-        idx = np.flatnonzero(bad)[:5]
-        shown = [str(names[i]) for i in idx] if names is not None else [str(i) for i in idx]
-        raise ValueError(f"{n_bad} of {len(xy)} {what} are NaN or infinite (e.g. {', '.join(shown)}).")
 
 
 def _check_image(file: Path, what: str) -> None:

@@ -12,11 +12,10 @@ import pandas as pd
 
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
+from .._geometry import _check_finite_xy, _checked_polygons
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..io import annotations as read_annotations
-from ..io._annotations import _checked_polygons
-from ..io._checks import _check_finite_xy
 
 if TYPE_CHECKING:
     from anndata import AnnData
