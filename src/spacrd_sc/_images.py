@@ -47,10 +47,15 @@ def _check_path(
 
     The one path check of the package (readers, datasets): ``kind="dir"`` for folders.
     """
+    noun = f"{what} folder" if kind == "dir" else what
+    if not isinstance(path, str | os.PathLike) or isinstance(path, bytes):
+        raise TypeError(f"{noun} must be a path (str or os.PathLike); got {type(path).__name__} {path!r}.")
     p = Path(path).expanduser()
     if not (p.is_dir() if kind == "dir" else p.is_file()):
-        noun = f"{what} folder" if kind == "dir" else what
-        raise FileNotFoundError(f"{noun} not found: {str(p)!r}.{(' ' + hint) if hint else ''}")
+        # a file where a folder is expected (or the reverse) is named as such
+        other = " (it is a file, not a folder)" if kind == "dir" and p.is_file() else ""
+        other = " (it is a folder, not a file)" if kind == "file" and p.is_dir() else other
+        raise FileNotFoundError(f"{noun} not found: {str(p)!r}{other}.{(' ' + hint) if hint else ''}")
     return p
 
 
@@ -78,17 +83,25 @@ def _read_image_file(path: str | Path) -> np.ndarray:
     if p.suffix.lower() in {".tif", ".tiff"}:
         import tifffile
 
-        arr = tifffile.imread(p)
+        try:
+            arr = tifffile.imread(p)
+        except tifffile.TiffFileError as err:
+            raise ValueError(f"Image file {str(p)!r} is not a readable TIFF ({err}).") from None
         if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
             arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
         return np.asarray(arr)
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with _allow_large_images(), Image.open(p) as img:
-        logger.debug("Reading %s (%d x %d px, mode %s).", p, img.width, img.height, img.mode)
-        if img.mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
-            img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
-        return np.asarray(img)
+    with _allow_large_images():
+        try:
+            opened = Image.open(p)
+        except UnidentifiedImageError:
+            raise ValueError(f"Image file {str(p)!r} is not a readable image (damaged, not jpg/png/tif).") from None
+        with opened as img:
+            logger.debug("Reading %s (%d x %d px, mode %s).", p, img.width, img.height, img.mode)
+            if img.mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
+                img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+            return np.asarray(img)
 
 
 def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
@@ -103,8 +116,11 @@ def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
     import tifffile
     import zarr
 
-    with tifffile.TiffFile(file) as tf:
-        axes = tf.series[0].axes
+    try:
+        with tifffile.TiffFile(file) as tf:
+            axes = tf.series[0].axes
+    except tifffile.TiffFileError as err:
+        raise ValueError(f"H&E image {str(file)!r} is not a readable TIFF ({err}).") from None
     z = zarr.open(tifffile.imread(file, aszarr=True, series=0, level=0), mode="r")
     if np.prod(z.chunks) * z.dtype.itemsize > _IN_MEMORY_WINDOW_BYTES:
         # one huge chunk (a contiguous, untiled TIFF): every window would decode the whole image; an

@@ -162,7 +162,7 @@ def test_coordinates_outside_image(tiny_legacy_st):
 def test_bad_parameters(tiny_legacy_st):
     with pytest.raises(ValueError, match="image_scale must be a positive"):
         legacy_st(tiny_legacy_st["counts"], tiny_legacy_st["spots"], image_scale=0)
-    with pytest.raises(ValueError, match="pixel_size_um must be positive"):
+    with pytest.raises(ValueError, match="pixel_size_um must be a positive"):
         legacy_st(tiny_legacy_st["counts"], tiny_legacy_st["spots"], pixel_size_um=-1.0)
     one_col = tiny_legacy_st["spots_df"].assign(new_x=3.0)
     with pytest.raises(ValueError, match="Pass `pixel_size_um=`"):

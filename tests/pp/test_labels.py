@@ -65,6 +65,7 @@ def test_geojson_in_image_frame(a1, drawing, tmp_path):
     np.testing.assert_array_equal(out.obs["drawn"].to_numpy().astype(object), expected(block, inner_row))
     assert list(out.obs["drawn"].cat.categories) == ["Tumor", "Stroma", "unannotated"]
     assert out.uns["drawn"]["n_inside"] == block.sum()
+    assert out.uns["drawn"]["n_overlap"] == 1  # the inner spot: "Stroma" (smaller) over "Tumor", reported
     assert "drawn" not in a1.tables["table"].obs  # copy=True
 
 

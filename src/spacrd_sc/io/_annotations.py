@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .._geometry import AREA_TYPES, _check_geometry
 from .._logging import logger
+from ._checks import _number
 
 if TYPE_CHECKING:
     from geopandas import GeoDataFrame
+    from shapely.geometry.base import BaseGeometry
 
 #: Column of the class name in the GeoDataFrames read and written here.
 CLASS_COLUMN = "class"
 #: Properties tried in turn when no ``class_key`` is given (QuPath: ``classification.name``, then ``name``).
 DEFAULT_CLASS_KEYS = ("classification.name", "classification", "name")
+#: GeoJSON geometry types (RFC 7946). Only the areal ones label spots; the others are skipped with a warning.
+GEOJSON_TYPES = (
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+)
+
+
+def _feature_label(i: int, feature: Mapping[str, Any] | None = None, cls: Any = None) -> str:
+    """``feature 3 (class 'Tumor', name 'region 2')``: how messages name a feature / polygon."""
+    props = (feature or {}).get("properties") or {}
+    if cls is None and isinstance(props, Mapping):
+        cls = next((v for k in DEFAULT_CLASS_KEYS if (v := _lookup(props, k)) is not None), None)
+    parts = [f"class {cls!r}"] if cls is not None else []
+    name = props.get("name") if isinstance(props, Mapping) else None
+    if isinstance(name, str) and name != cls:
+        parts.append(f"name {name!r}")
+    return f"feature {i}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _lookup(props: Mapping[str, Any] | None, dotted: str) -> Any:
@@ -50,27 +78,78 @@ def _class_names(props: pd.Series, class_key: str | None) -> tuple[pd.Series, st
     )
 
 
-def _features(source: str | Path | Mapping[str, Any] | list) -> list[Mapping[str, Any]]:
-    """The features of a GeoJSON file / dict: a FeatureCollection, a list of features (QuPath) or one feature."""
+def _features(source: str | Path | Mapping[str, Any] | list) -> list[tuple[int, Mapping[str, Any]]]:
+    """The areal features of a GeoJSON file / dict (FeatureCollection, list of features (QuPath), one feature).
+
+    Returns ``(position in the file, feature)`` pairs. Features without a geometry or with a non-areal one
+    (points, lines) are skipped with a warning; a malformed feature or an unknown geometry type is a
+    :class:`ValueError` naming the feature.
+    """
     if isinstance(source, Mapping | list):
         doc: Any = source
-    else:
+    elif isinstance(source, str | os.PathLike) and not isinstance(source, bytes):
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise FileNotFoundError(f"GeoJSON file {str(path)!r} is a folder, not a file.")
         if not path.is_file():
             raise FileNotFoundError(f"GeoJSON file {str(path)!r} does not exist.")
         try:
-            doc = json.loads(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from err
+            doc = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+    else:
+        raise TypeError(
+            "annotations must be a GeoJSON file path, a GeoJSON dict or a list of features; "
+            f"got {type(source).__name__}."
+        )
     if isinstance(doc, Mapping) and doc.get("type") == "FeatureCollection":
         feats = doc.get("features", [])
+        if not isinstance(feats, list):
+            raise ValueError(f"The FeatureCollection's 'features' must be a list; got {type(feats).__name__}.")
     elif isinstance(doc, Mapping) and doc.get("type") == "Feature":
         feats = [doc]
     elif isinstance(doc, list):
         feats = doc
     else:
-        raise ValueError("Expected a GeoJSON FeatureCollection, a Feature or a list of Features.")
-    return [f for f in feats if isinstance(f, Mapping) and f.get("geometry")]
+        what = f"type {doc.get('type')!r}" if isinstance(doc, Mapping) else type(doc).__name__
+        raise ValueError(f"Expected a GeoJSON FeatureCollection, a Feature or a list of Features; got {what}.")
+    out, skipped = [], Counter()
+    for i, f in enumerate(feats):
+        if not isinstance(f, Mapping):
+            raise ValueError(f"feature {i} is not a GeoJSON Feature object (got {type(f).__name__}).")
+        geom = f.get("geometry")
+        if geom is None:
+            skipped["no geometry"] += 1
+            continue
+        gtype = geom.get("type") if isinstance(geom, Mapping) else None
+        if gtype not in GEOJSON_TYPES:
+            raise ValueError(
+                f"{_feature_label(i, f)} has the unknown geometry type {gtype!r} "
+                f"(GeoJSON types: {list(GEOJSON_TYPES)})."
+            )
+        if gtype not in AREA_TYPES:
+            skipped[gtype] += 1
+            continue
+        out.append((i, f))
+    if skipped:
+        logger.warning(
+            "Skipping %d features that are not areas (%s): spots are labelled by polygons only.",
+            sum(skipped.values()),
+            ", ".join(f"{k}: {v}" for k, v in skipped.items()),
+        )
+    return out
+
+
+def _shape(i: int, feature: Mapping[str, Any]) -> BaseGeometry:
+    """The shapely geometry of a feature; a malformed one is a :class:`ValueError` naming it."""
+    from shapely.geometry import shape
+
+    try:
+        with warnings.catch_warnings():  # NaN coordinates: reported by _check_geometry instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return shape(feature["geometry"])
+    except Exception as err:  # noqa: BLE001  shapely raises ValueError / TypeError / IndexError / GEOSException
+        raise ValueError(f"{_feature_label(i, feature)} has malformed coordinates ({err}).") from None
 
 
 def annotations(
@@ -104,14 +183,24 @@ def annotations(
     :class:`geopandas.GeoDataFrame` of the (multi)polygons, parsed by :class:`spatialdata.models.ShapesModel`
     (so ``sdata.shapes["annotations"] = ...`` works), with column ``class`` (str) and the feature's other
     top-level properties; ``attrs["class_key"]`` names the property the classes came from. Features without
-    a class are dropped with a warning.
+    a class are dropped with a warning; so are features that are not areas (points, lines, geometry
+    collections) and features without a geometry.
+
+    Every polygon is checked. An invalid one (self-intersecting "bow-tie", a ring touching itself) is
+    repaired with :func:`shapely.make_valid` (its polygonal part) and a warning naming the feature (position in
+    the file, class, ``name``); one whose repair has no area is refused. Messages name a feature by its
+    position among the file's features (from 0).
 
     Raises
     ------
     FileNotFoundError
-        ``path`` does not exist.
+        ``path`` does not exist (or is a folder).
+    TypeError
+        ``path`` is neither a path nor parsed GeoJSON; ``class_key`` / ``object_type`` not a str.
     ValueError
-        Not GeoJSON, or no polygon features (after ``object_type``).
+        Not GeoJSON; no polygon features (after ``object_type``); a feature with an unknown geometry type,
+        malformed, NaN or infinite coordinates, no coordinates, a ring of fewer than 3 distinct points or no
+        area once repaired (the message names the feature); ``scale`` not a positive finite number.
     KeyError
         No feature has ``class_key`` (the message lists the properties present).
     """
@@ -119,29 +208,34 @@ def annotations(
     from shapely import affinity
     from spatialdata.models import ShapesModel
 
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale!r}.")
+    scale = _number(scale, "scale")
+    for name, value in (("class_key", class_key), ("object_type", object_type)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str or None; got {type(value).__name__} {value!r}.")
     feats = _features(path)
     if object_type is not None:
-        feats = [f for f in feats if (f.get("properties") or {}).get("objectType") == object_type]
-    gdf = gpd.GeoDataFrame.from_features([{**f, "properties": f.get("properties") or {}} for f in feats])
-    if not gdf.empty:
-        gdf = gdf[gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if gdf.empty:
+        feats = [(i, f) for i, f in feats if (f.get("properties") or {}).get("objectType") == object_type]
+    if not feats:
         what = f" of objectType {object_type!r}" if object_type is not None else ""
         raise ValueError(f"No polygon features{what} in the GeoJSON; annotations must be drawn as areas.")
-    props = pd.Series([f.get("properties") or {} for f in feats], dtype=object).iloc[gdf.index.to_numpy()]
-    names, used = _class_names(props.reset_index(drop=True), class_key)
-    gdf = gdf.reset_index(drop=True)
-    gdf[CLASS_COLUMN] = names.to_numpy()
-    n_missing = int(gdf[CLASS_COLUMN].isna().sum())
-    if n_missing:
-        logger.warning("Dropping %d polygons without a %r class.", n_missing, used)
-        gdf = gdf[gdf[CLASS_COLUMN].notna()].reset_index(drop=True)
+    props = pd.Series([f.get("properties") or {} for _, f in feats], dtype=object)
+    names, used = _class_names(props, class_key)
+    keep = names.notna().to_numpy()
+    if not keep.all():
+        logger.warning("Dropping %d polygons without a %r class.", int((~keep).sum()), used)
+    kept = [(i, f, c) for (i, f), c, k in zip(feats, names, keep, strict=True) if k]
+    geoms = [_check_geometry(_shape(i, f), _feature_label(i, f, c)) for i, f, c in kept]
     if scale != 1.0:
-        gdf = gdf.set_geometry(gdf.geometry.map(lambda g: affinity.scale(g, scale, scale, origin=(0, 0))))
+        geoms = [affinity.scale(g, scale, scale, origin=(0, 0)) for g in geoms]
+    table = pd.DataFrame(
+        [
+            {k: v for k, v in (f.get("properties") or {}).items() if k not in ("geometry", CLASS_COLUMN)}
+            for _, f, _ in kept
+        ]
+    )
+    table[CLASS_COLUMN] = [c for _, _, c in kept]
     # nested dict properties (classification, measurements) do not survive writing; keep flat ones only
-    flat = [c for c in gdf.columns if c == "geometry" or not gdf[c].map(lambda v: isinstance(v, Mapping)).any()]
-    gdf = ShapesModel.parse(gpd.GeoDataFrame(gdf[flat], geometry="geometry"))
+    flat = [c for c in table.columns if not table[c].map(lambda v: isinstance(v, Mapping | list)).any()]
+    gdf = ShapesModel.parse(gpd.GeoDataFrame(table[flat], geometry=gpd.GeoSeries(geoms)))
     gdf.attrs["class_key"] = used
     return gdf

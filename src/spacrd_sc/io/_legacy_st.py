@@ -14,6 +14,7 @@ from .._constants import IMAGE_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOTS
 from .._images import GLOBAL_CS, _check_path, _image_model, _read_image_file
 from .._logging import logger
 from .._spatial import _add_scanpy_spatial, _check_spots_inside
+from ._checks import _check_finite_xy, _number
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -54,14 +55,29 @@ def _read_header(path: Path) -> list[str]:
     return next(csv.reader([line], delimiter="\t"))
 
 
+def _read_table(path: Path, what: str, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv(path, sep="\t")``; a file that is no (gzipped) text table is a :class:`ValueError` naming it."""
+    import gzip
+
+    try:
+        return pd.read_csv(path, sep="\t", **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+        raise ValueError(f"{what} {str(path)!r} is not a readable tab-separated table ({err}).") from None
+
+
 def _read_counts(counts: str | Path | pd.DataFrame) -> pd.DataFrame:
     if isinstance(counts, pd.DataFrame):
         df = counts.copy(deep=False)  # the index is replaced below: leave the caller's frame alone
+        where = "The count matrix"
     else:
         path = _check_path(counts, "Count matrix")
+        where = f"The count matrix {str(path)!r}"
         # the header is parsed apart: pandas would rename duplicated gene names to 'GENE.1'
-        header = _read_header(path)
-        df = pd.read_csv(path, sep="\t", header=None, skiprows=1, index_col=0)
+        df = _read_table(path, "Count matrix", header=None, skiprows=1, index_col=0)
+        try:
+            header = _read_header(path)
+        except (UnicodeDecodeError, OSError, EOFError, StopIteration) as err:
+            raise ValueError(f"Count matrix {str(path)!r} has no readable header line ({err}).") from None
         if len(header) == df.shape[1] + 1:
             header = header[1:]  # the first field names the spot-id column
         if len(header) != df.shape[1]:
@@ -74,8 +90,14 @@ def _read_counts(counts: str | Path | pd.DataFrame) -> pd.DataFrame:
     non_numeric = [c for c, dt in df.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
     if non_numeric:
         raise ValueError(
-            f"The count matrix has non-numeric columns {non_numeric[:5]}; expected spots x genes with the "
+            f"{where} has non-numeric columns {non_numeric[:5]}; expected spots x genes with the "
             "spot id '<x>x<y>' as first column (index)."
+        )
+    values = df.to_numpy(dtype=float)
+    if not np.isfinite(values).all() or (values < 0).any():
+        n_bad = int((~np.isfinite(values) | (values < 0)).any(axis=1).sum())
+        raise ValueError(
+            f"{where} holds NaN, infinite or negative values in {n_bad} spots; raw counts must be finite and >= 0."
         )
     df.index = df.index.astype(str).rename(None)
     df.columns = df.columns.astype(str).rename(None)
@@ -90,7 +112,7 @@ def _read_spots(spots: str | Path | pd.DataFrame) -> pd.DataFrame:
         df = spots.copy()
     else:
         path = _check_path(spots, "Spot file")
-        df = pd.read_csv(path, sep="\t")
+        df = _read_table(path, "Spot file")
     missing = [c for c in _SPOT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -99,7 +121,12 @@ def _read_spots(spots: str | Path | pd.DataFrame) -> pd.DataFrame:
             f"(got {list(df.columns)})."
         )
     for c in ("x", "y"):
-        vals = df[c].to_numpy(dtype=float)
+        try:
+            vals = df[c].to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"Spot file column {c!r} must hold integer array coordinates (got text).") from None
+        if not np.isfinite(vals).all():
+            raise ValueError(f"Spot file column {c!r} has {int((~np.isfinite(vals)).sum())} missing array coordinates.")
         if not np.allclose(vals, np.round(vals)):
             raise ValueError(f"Spot file column {c!r} must hold integer array coordinates.")
         df[c] = np.round(vals).astype(np.int64)
@@ -114,6 +141,8 @@ def _fit_px_per_unit(array: np.ndarray, pixel: np.ndarray) -> float:
     """Robust (Theil–Sen) slope of pixel vs array coordinate: pixels per array unit."""
     from scipy.stats import theilslopes
 
+    ok = np.isfinite(array) & np.isfinite(pixel)  # spots without counts may lack coordinates: fit on the rest
+    array, pixel = array[ok], pixel[ok]
     if np.unique(np.round(array, 3)).size < 2:
         raise ValueError("Cannot derive the pixel size: all spots share one array column. Pass `pixel_size_um=`.")
     slope = float(theilslopes(pixel, array)[0])
@@ -199,10 +228,16 @@ def legacy_st(
     Raises
     ------
     FileNotFoundError
-        A path does not exist.
+        A path does not exist (or is a folder).
+    TypeError
+        A path that is not a str / os.PathLike; a size (``spot_diameter_um``, ``spot_spacing_um``,
+        ``pixel_size_um``, ``image_scale``) that is not a number.
     ValueError
-        Spots of the count matrix are missing from the spot file; the image is not RGB uint8; spot
-        centres fall outside the image; the pixel size cannot be derived.
+        A size that is NaN, infinite or not positive; a count matrix / spot file that is not a readable
+        (gzipped) tab-separated table, or an image file that is not a readable image (the message names the
+        file); counts that are NaN, infinite or negative; NaN / infinite pixel coordinates of counted spots
+        or missing array coordinates; spots of the count matrix missing from the spot file; the image is not
+        RGB uint8; spot centres fall outside the image; the pixel size cannot be derived.
     """
     from anndata import AnnData
     from scipy import sparse
@@ -210,12 +245,11 @@ def legacy_st(
     from spatialdata.models import ShapesModel, TableModel
     from spatialdata.transformations import Identity
 
-    if not (np.isfinite(image_scale) and image_scale > 0):
-        raise ValueError(f"image_scale must be a positive number, got {image_scale!r}.")
-    if not (spot_diameter_um > 0 and spot_spacing_um > 0):
-        raise ValueError("spot_diameter_um and spot_spacing_um must be positive.")
-    if pixel_size_um is not None and not pixel_size_um > 0:
-        raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um!r}.")
+    image_scale = _number(image_scale, "image_scale")
+    spot_diameter_um = _number(spot_diameter_um, "spot_diameter_um")
+    spot_spacing_um = _number(spot_spacing_um, "spot_spacing_um")
+    if pixel_size_um is not None:
+        pixel_size_um = _number(pixel_size_um, "pixel_size_um")
     if library_id is None:
         library_id = _default_library_id(counts)
 
@@ -227,6 +261,14 @@ def legacy_st(
             f"{len(missing)} spots of the count matrix are not in the spot file, e.g. "
             f"{list(missing[:5])}. Spot ids must be '<x>x<y>' with the spot file's x, y columns."
         )
+    for c in ("pixel_x", "pixel_y"):
+        try:
+            sel[c] = sel[c].to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"Spot file column {c!r} must hold pixel coordinates (numbers).") from None
+    _check_finite_xy(
+        sel.loc[cnt.index, ["pixel_x", "pixel_y"]].to_numpy(float), "counted spots' pixel_x/pixel_y", list(cnt.index)
+    )
     n_extra = len(sel) - len(cnt)
     if n_extra:
         logger.info("Dropping %d spots of the spot file that have no counts.", n_extra)

@@ -27,6 +27,7 @@ from .._constants import INSTANCE_KEY, REGION_KEY, SPATIAL_KEY
 from .._images import GLOBAL_CS, _image_hw, _image_levels, _image_model, _read_he_lazy
 from .._logging import logger
 from .._spatial import _add_scanpy_spatial
+from ._checks import _check_finite_xy, _number
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -135,6 +136,9 @@ def _finish(
     adata = sdata.tables[table_key]
     adata.X = _counts_csr32(adata.X)
     adata.obsm[SPATIAL_KEY] = np.ascontiguousarray(np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64))
+    # the readers check their files first; this is the backstop for what reaches the table
+    _check_finite_xy(adata.obsm[SPATIAL_KEY], f"{platform} spot centres", list(adata.obs_names))
+    spot_diameter_px = _number(spot_diameter_px, f"{platform} spot diameter (px)")
     if not adata.var_names.is_unique:
         adata.var_names_make_unique()
     adata.uns[SPATIAL_KEY] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ import numpy as np
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._images import GLOBAL_CS, _check_path
 from .._logging import logger
+from ._checks import _check_finite_xy, _check_hdf5, _check_image, _read_json, _sizes
 from ._tenx import (
     _SCALEFACTORS,
     _VISIUM_COUNTS,
@@ -41,6 +41,41 @@ def _visium_counts_file(path: Path, counts_file: str, library_id: str | None) ->
     if library_id is not None and f"{library_id}_{counts_file}" in names:
         return f"{library_id}_{counts_file}"
     return names[0]
+
+
+def _check_positions(file: Path, barcodes: np.ndarray | None) -> None:
+    """The positions CSV parses, has Space Ranger's six columns and finite pixel centres for ``barcodes``."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(file, header=None, index_col=0, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"Spot positions file {str(file)!r} is not a readable CSV ({err}).") from None
+    if "in_tissue" in df.iloc[0].tolist():  # a header (Space Ranger >= 2, or v1 with one)
+        df = df.iloc[1:]
+    if df.shape[1] != 5:
+        raise ValueError(
+            f"Spot positions file {str(file)!r} has {df.shape[1] + 1} columns; expected 6 (barcode, in_tissue, "
+            "array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres)."
+        )
+    xy = df.iloc[:, 3:5].apply(pd.to_numeric, errors="coerce")
+    if barcodes is not None:
+        missing = pd.Index(barcodes).difference(df.index, sort=False)
+        if len(missing):
+            raise ValueError(
+                f"{len(missing)} barcodes of the count matrix have no row in {str(file)!r} (e.g. {list(missing[:3])})."
+            )
+        xy = xy.loc[pd.Index(barcodes)]
+    _check_finite_xy(xy.to_numpy(float), f"spot pixel centres in {str(file)!r}", list(xy.index))
+
+
+def _h5_barcodes(file: Path) -> np.ndarray | None:
+    import h5py
+
+    with h5py.File(file, "r") as f:
+        group = f["matrix"] if "matrix" in f else next(g for g in f.values() if isinstance(g, h5py.Group))
+        raw = group["barcodes"][:]
+    return np.array([b.decode() if isinstance(b, bytes) else str(b) for b in raw])
 
 
 def _h5_library_id(file: Path) -> str | None:
@@ -112,7 +147,15 @@ def visium(
     ------
     FileNotFoundError
         The folder, the count matrix, the positions file, the scale factors or ``fullres_image_file`` is
-        missing (the message names it).
+        missing (the message names it); ``path`` is a file.
+    TypeError
+        ``path`` is not a str / os.PathLike.
+    ValueError
+        Checked before the read, naming the file: a count matrix that is not HDF5 or holds no 10x matrix;
+        scale factors that are not a JSON object, lack a key, or whose ``spot_diameter_fullres``,
+        ``tissue_hires_scalef`` or ``tissue_lowres_scalef`` is not a positive finite number; a positions
+        file that is not a 6-column CSV, lacks a barcode of the matrix or has NaN / infinite pixel centres;
+        an image that is not a readable TIFF / PNG / JPEG.
     """
     import spatialdata_io
 
@@ -121,24 +164,31 @@ def visium(
     path = _check_path(path, "Visium", kind="dir")
     counts_file = str(kwargs.get("counts_file", _VISIUM_COUNTS))
     counts_name = _visium_counts_file(path, counts_file, library_id)
+    if counts_name.endswith(".h5"):
+        _check_hdf5(path / counts_name, "Count matrix")
 
     tp = kwargs.get("tissue_positions_file")
     if tp is not None:
-        _check_path(path / tp, "Spot positions file")
-    elif not any((path / "spatial" / n).is_file() for n in _VISIUM_POSITIONS):
-        raise FileNotFoundError(
-            f"Spot positions file not found: neither 'spatial/{_VISIUM_POSITIONS[0]}' nor "
-            f"'spatial/{_VISIUM_POSITIONS[1]}' in {str(path)!r}."
-        )
+        positions = _check_path(path / tp, "Spot positions file")
+    else:
+        found = [path / "spatial" / n for n in _VISIUM_POSITIONS if (path / "spatial" / n).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"Spot positions file not found: neither 'spatial/{_VISIUM_POSITIONS[0]}' nor "
+                f"'spatial/{_VISIUM_POSITIONS[1]}' in {str(path)!r}."
+            )
+        positions = found[0]
     sf_file = _check_path(path / kwargs.get("scalefactors_file", Path("spatial") / _SCALEFACTORS), "Scale factors file")
-    scalefactors = json.loads(sf_file.read_text())
-    missing = [
-        k for k in ("spot_diameter_fullres", "tissue_hires_scalef", "tissue_lowres_scalef") if k not in scalefactors
-    ]
-    if missing:
-        raise ValueError(f"{str(sf_file)!r} lacks the keys {missing}.")
+    scalefactors = _read_json(sf_file, "Scale factors file")
+    scalefactors.update(
+        _sizes(scalefactors, ("spot_diameter_fullres", "tissue_hires_scalef", "tissue_lowres_scalef"), sf_file)
+    )
+    _check_positions(positions, _h5_barcodes(path / counts_name) if counts_name.endswith(".h5") else None)
     if fullres_image_file is not None:
-        _check_path(path / Path(fullres_image_file), "Full-resolution image")
+        _check_image(_check_path(path / Path(fullres_image_file), "Full-resolution image"), "Full-resolution image")
+    for name in ("tissue_hires_image.png", "tissue_lowres_image.png"):
+        if (path / "spatial" / name).is_file():
+            _check_image(path / "spatial" / name, "Image")
 
     file_prefix = counts_name[: -len(counts_file) - 1] if counts_name != counts_file else None
     if library_id is None:
@@ -157,10 +207,11 @@ def visium(
         _drop_table(sdata, TABLE_KEY)
         sdata.tables[table_key] = table
     xy = np.asarray(table.obsm[SPATIAL_KEY], dtype=float)
-    if not np.isfinite(xy).all():
+    if not np.isfinite(xy).all():  # checked above from the files; kept for `tissue_positions_file` variants
         bad = table.obs_names[~np.isfinite(xy).all(1)]
         raise ValueError(
-            f"{len(bad)} barcodes of the count matrix have no row in the positions file (e.g. {list(bad[:3])})."
+            f"{len(bad)} barcodes of the count matrix have no finite position in the positions file "
+            f"(e.g. {list(bad[:3])})."
         )
     reader_meta = dict(table.uns.get(SPATIAL_KEY, {}).get(dataset_id, {}).get("metadata", {}))
 

@@ -13,6 +13,7 @@ import numpy as np
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._images import GLOBAL_CS, _check_path
 from .._logging import logger
+from ._checks import _check_finite_xy, _check_hdf5, _check_image, _check_parquet, _number, _read_json, _sizes
 from ._tenx import (
     _SCALEFACTORS,
     _VISIUM_COUNTS,
@@ -33,6 +34,62 @@ from ._tenx import (
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
+
+
+#: Columns of a bin ``tissue_positions.parquet``, in the order spatialdata-io 0.7.1 requires.
+_HD_POSITION_COLUMNS = (
+    "barcode",
+    "in_tissue",
+    "array_row",
+    "array_col",
+    "pxl_row_in_fullres",
+    "pxl_col_in_fullres",
+)
+
+
+def _check_feature_slice(file: Path) -> None:
+    """``feature_slice.h5`` is HDF5 with the run metadata spatialdata-io parses (``metadata_json``)."""
+    import h5py
+
+    _check_hdf5(file, "Visium HD feature slice", matrix=False)
+    with h5py.File(file, "r") as f:
+        meta = f.attrs.get("metadata_json")
+    try:
+        doc = json.loads(meta) if meta is not None else None
+        layout = json.loads(doc["hd_layout_json"]) if isinstance(doc, dict) and "hd_layout_json" in doc else None
+    except (ValueError, TypeError):
+        layout = None
+    if not isinstance(layout, dict):
+        raise ValueError(
+            f"Visium HD feature slice {str(file)!r} lacks a readable 'metadata_json' attribute with 'hd_layout_json'."
+        )
+
+
+def _check_scalefactors(path: Path, bin_file: Path, src_um: int) -> dict[str, float]:
+    """Positive finite sizes in the section's and the bins' ``scalefactors_json.json``; the bins' sizes agree."""
+    top = path / "spatial" / _SCALEFACTORS
+    if top.is_file():
+        _sizes(_read_json(top, "Scale factors file"), ("tissue_hires_scalef", "tissue_lowres_scalef"), top)
+    sf = _read_json(bin_file, "Scale factors file")
+    sizes = _sizes(
+        sf,
+        ("spot_diameter_fullres", "tissue_hires_scalef", "tissue_lowres_scalef"),
+        bin_file,
+        optional=("bin_size_um", "microns_per_pixel"),
+    )
+    if "bin_size_um" in sizes and not np.isclose(sizes["bin_size_um"], src_um):
+        raise ValueError(
+            f"{str(bin_file)!r} gives bin_size_um={sizes['bin_size_um']:g} for the {src_um} µm bin folder."
+        )
+    if {"bin_size_um", "microns_per_pixel"} <= sizes.keys() and not np.isclose(
+        sizes["bin_size_um"] / sizes["spot_diameter_fullres"], sizes["microns_per_pixel"]
+    ):
+        raise ValueError(
+            f"{str(bin_file)!r} is inconsistent: bin_size_um / spot_diameter_fullres = "
+            f"{sizes['bin_size_um'] / sizes['spot_diameter_fullres']:g} µm/px but microns_per_pixel = "
+            f"{sizes['microns_per_pixel']:g}."
+        )
+    return sizes
 
 
 def _hd_bins_folder(path: Path) -> Path:
@@ -115,25 +172,40 @@ def visium_hd(
     FileNotFoundError
         The folder, ``feature_slice.h5``, the ``square_XXXum`` bins or their matrix / positions / scale
         factors are missing (the message names the file).
+    TypeError
+        ``path`` is not a str / os.PathLike; ``bin_size_um`` is not a number.
     ValueError
-        ``bin_size_um`` is smaller than the source bins.
+        ``bin_size_um`` is NaN, infinite, not positive or smaller than the source bins. Checked before the
+        read, naming the file: ``feature_slice.h5`` or a count matrix that is not HDF5 (or lacks its metadata /
+        matrix); scale factors that are not JSON or whose sizes are not positive finite numbers or disagree
+        (``bin_size_um`` vs the folder, ``bin_size_um / spot_diameter_fullres`` vs ``microns_per_pixel``); a
+        positions file that is not Parquet or lacks columns; an image that is not readable. After the read:
+        NaN / infinite bin centres; fewer than three bins off one line of the array.
     """
     import spatialdata_io
 
     if "dataset_id" in kwargs:
         raise TypeError("Pass the section name as `library_id=`, not `dataset_id=`.")
     path = _check_path(path, "Visium HD", kind="dir")
+    bin_size_um = _number(bin_size_um, "bin_size_um")
     slices = sorted(f.name for f in path.iterdir() if f.is_file() and f.name.endswith("feature_slice.h5"))
     if not slices:
         raise FileNotFoundError(
             f"'feature_slice.h5' (or '<library_id>_feature_slice.h5') not found in {str(path)!r}; "
             "point `path` at the Visium HD `outs` folder."
         )
+    _check_feature_slice(path / slices[0])
     bins = _hd_available_bins(_hd_bins_folder(path))
     if not bins:
         raise FileNotFoundError(f"No binned outputs ('binned_outputs/square_XXXum') in {str(path)!r}.")
     if kwargs.get("fullres_image_file") is not None:
-        _check_path(kwargs["fullres_image_file"], "Full-resolution image")
+        _check_image(_check_path(kwargs["fullres_image_file"], "Full-resolution image"), "Full-resolution image")
+    images = [path / "spatial" / n for n in ("tissue_hires_image.png", "tissue_lowres_image.png")]
+    if kwargs.get("fullres_image_file") is None and (path / "microscope_image").is_dir():
+        images += sorted((path / "microscope_image").iterdir())
+    for file in images:
+        if file.is_file() and file.suffix.lower() in {".tif", ".tiff", ".btf", ".png", ".jpg", ".jpeg"}:
+            _check_image(file, "Image")
     requested_src = kwargs.pop("bin_size", None)
     if isinstance(requested_src, list | tuple):
         requested_src = min(requested_src) if requested_src else None
@@ -147,13 +219,12 @@ def visium_hd(
             )
     bin_dir = bins[src_um]
     counts_name = _VISIUM_COUNTS if kwargs.get("filtered_counts_file", True) else "raw_feature_bc_matrix.h5"
-    _check_path(bin_dir / counts_name, "Count matrix")
-    _check_path(bin_dir / "spatial" / "tissue_positions.parquet", "Bin positions file")
+    _check_hdf5(_check_path(bin_dir / counts_name, "Count matrix"), "Count matrix")
+    positions_file = _check_path(bin_dir / "spatial" / "tissue_positions.parquet", "Bin positions file")
+    _check_parquet(positions_file, "Bin positions file", _HD_POSITION_COLUMNS)
     sf_file = _check_path(bin_dir / "spatial" / _SCALEFACTORS, "Scale factors file")
-    sf = json.loads(sf_file.read_text())
-    if "spot_diameter_fullres" not in sf:
-        raise ValueError(f"{str(sf_file)!r} lacks 'spot_diameter_fullres'.")
-    src_side_px = float(sf["spot_diameter_fullres"])
+    sf = _check_scalefactors(path, sf_file, src_um)
+    src_side_px = sf["spot_diameter_fullres"]
     if bin_size_um < src_um:
         raise ValueError(f"bin_size_um={bin_size_um} is smaller than the source bins ({src_um} µm).")
     k = max(1, int(round(bin_size_um / src_um)))
@@ -186,7 +257,15 @@ def visium_hd(
     if src.n_obs == 0:
         raise ValueError(f"The {src_um} µm count matrix of {str(path)!r} has no bins.")
     xy = np.asarray(src.obsm[SPATIAL_KEY], dtype=float)
+    _check_finite_xy(xy, f"bin pixel centres in {str(positions_file)!r}", list(src.obs_names))
     arr = np.column_stack([src.obs["array_col"].to_numpy(float), src.obs["array_row"].to_numpy(float)])
+    _check_finite_xy(arr, f"bin array indices in {str(positions_file)!r}", list(src.obs_names))
+    if np.linalg.matrix_rank(np.column_stack([arr, np.ones(len(arr))])) < 3:
+        # the array -> pixel affine below needs three bins not on one line; fewer would place squares anywhere
+        raise ValueError(
+            f"The {src_um} µm count matrix of {str(path)!r} has {src.n_obs} bin(s) on a single line of the array: "
+            "three bins not on one line are needed to place the aggregated squares."
+        )
     X, rows, cols, G = _sum_by_grid(src.X, src.obs["array_row"].to_numpy() // k, src.obs["array_col"].to_numpy() // k)
     n = np.asarray(G.sum(1)).ravel()
 

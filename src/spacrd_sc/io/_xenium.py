@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +23,7 @@ from .._images import (
 )
 from .._logging import logger
 from .._spatial import _spots_outside
+from ._checks import _check_finite_xy, _check_hdf5, _check_parquet, _check_zip, _number, _read_json
 from ._tenx import (
     DEFAULT_BIN_UM,
     _add_circles_and_table,
@@ -72,6 +72,7 @@ def _transcript_counts(file: Path, var_names: pd.Index, min_qv: float) -> tuple[
     listed twice in the panel (``GENE``, ``GENE-1`` after making names unique) counts under its first entry.
     """
     df = pd.read_parquet(file, columns=["feature_name", "x_location", "y_location", "qv"])
+    _check_finite_xy(df[["x_location", "y_location"]].to_numpy(float), f"transcript positions in {str(file)!r}")
     names = df["feature_name"].map(lambda v: v.decode() if isinstance(v, bytes) else str(v))
     gene = pd.Index(var_names).get_indexer(names)
     keep = (gene >= 0) & (df["qv"].to_numpy(float) >= float(min_qv))
@@ -99,6 +100,8 @@ def _read_alignment(he_alignment: str | os.PathLike[str] | np.ndarray) -> np.nda
         M = np.asarray(he_alignment, dtype=float)
     if M.shape != (3, 3):
         raise ValueError(f"The H&E alignment must be a 3 x 3 affine matrix; got shape {M.shape}.")
+    if not np.isfinite(M).all():
+        raise ValueError(f"The H&E alignment holds NaN or infinite values: {M.tolist()}.")
     if not np.allclose(M[2], [0.0, 0.0, 1.0], atol=1e-6):
         raise ValueError(f"The H&E alignment is not affine (last row {M[2].tolist()}, expected [0, 0, 1]).")
     if abs(np.linalg.det(M[:2, :2])) < 1e-12:
@@ -194,31 +197,39 @@ def xenium(
         The folder, ``experiment.xenium``, ``cell_feature_matrix.h5``, ``cells.parquet``, ``cells.zarr.zip``,
         ``he_image``, ``he_alignment`` or (``source="transcripts"``) ``transcripts.parquet`` is missing (the
         message names it).
+    TypeError
+        ``path`` is not a str / os.PathLike; ``bin_size_um`` / ``min_qv`` not a number.
     ValueError
         An H&E without an alignment (none given, none or several ``*he_imagealignment.csv`` in ``path``);
-        a malformed alignment matrix; a missing ``pixel_size``; a non-positive ``bin_size_um``; an unknown
-        ``source``.
+        a malformed alignment matrix (or one with NaN / infinite values); a missing ``pixel_size`` or one that
+        is not a positive finite number; ``bin_size_um`` NaN, infinite or not positive; ``min_qv`` NaN; an
+        unknown ``source``. Checked before the read, naming the file: ``experiment.xenium`` not JSON,
+        ``cell_feature_matrix.h5`` not HDF5, ``cells.parquet`` / ``transcripts.parquet`` not Parquet or
+        lacking columns, ``cells.zarr.zip`` not a zip, an H&E that is not a readable image. After the read:
+        NaN / infinite cell centroids or transcript positions.
     """
     import spatialdata_io
     from spatialdata.transformations import Affine, Identity, Sequence, get_transformation, set_transformation
 
     path = _check_path(path, "Xenium", kind="dir")
     specs_file = _check_path(path / "experiment.xenium", "Xenium specification file")
-    _check_path(
+    matrix_file = _check_path(
         path / "cell_feature_matrix.h5",
         "Cell count matrix",
         hint="spatialdata-io reads the HDF5 matrix (the 'cell_feature_matrix/' MEX folder alone is not enough).",
     )
-    _check_path(path / "cells.parquet", "Cell table")
-    _check_path(
+    cells_file = _check_path(path / "cells.parquet", "Cell table")
+    zip_file = _check_path(
         path / "cells.zarr.zip", "Cell zarr archive", hint="spatialdata-io 0.7.1 opens it even for the table only."
     )
-    if bin_size_um <= 0:
-        raise ValueError(f"bin_size_um must be positive; got {bin_size_um}.")
-    specs = json.loads(specs_file.read_text())
+    bin_size_um = _number(bin_size_um, "bin_size_um")
+    specs = _read_json(specs_file, "Xenium specification file")
     if "pixel_size" not in specs:
         raise ValueError(f"{str(specs_file)!r} has no 'pixel_size' (µm per morphology pixel).")
-    pixel_size = float(specs["pixel_size"])
+    pixel_size = _number(specs["pixel_size"], "pixel_size", where=str(specs_file))
+    _check_hdf5(matrix_file, "Cell count matrix")
+    _check_parquet(cells_file, "Cell table", ["cell_id", "x_centroid", "y_centroid"])
+    _check_zip(zip_file, "Cell zarr archive")
     he_arr = None
     if he_image is not None:
         he_arr = he_image if isinstance(he_image, np.ndarray) else _read_he_lazy(he_image)
@@ -230,7 +241,9 @@ def xenium(
     if source not in ("cells", "transcripts"):
         raise ValueError(f"source must be 'cells' or 'transcripts'; got {source!r}.")
     if source == "transcripts":
-        _check_path(path / _TRANSCRIPTS, "Transcripts file", hint="Needed for source='transcripts'.")
+        tx = _check_path(path / _TRANSCRIPTS, "Transcripts file", hint="Needed for source='transcripts'.")
+        _check_parquet(tx, "Transcripts file", ["feature_name", "x_location", "y_location", "qv"])
+        min_qv = _number(min_qv, "min_qv", positive=False)
 
     library_id = _valid_name(library_id) if library_id is not None else _default_library_id(path)
     for key in (
@@ -255,6 +268,8 @@ def xenium(
     if cells.n_obs == 0:
         raise ValueError(f"The Xenium cell matrix of {str(path)!r} has no cells.")
     xy_um = np.asarray(cells.obsm[SPATIAL_KEY], dtype=float)
+    if source == "cells":
+        _check_finite_xy(xy_um, f"cell centroids in {str(cells_file)!r}", list(cells.obs_names))
 
     # the "global" frame: H&E pixels when an H&E is given / was loaded, else morphology pixels
     if he_arr is None and XENIUM_HE_KEY in sdata.images and he_image is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ import pandas as pd
 
 from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
+from .._geometry import _check_finite_xy, _checked_polygons
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
 from ..io import annotations as read_annotations
@@ -21,6 +23,101 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 CLASS_COLUMN = "class"
+#: Relative tolerance under which two polygon areas count as equal (a tie that the overlap rule cannot break).
+AREA_RTOL = 1e-9
+
+
+def _class_table(source: Any, key: str, what: str) -> GeoDataFrame:
+    """``class`` + geometry of a GeoDataFrame / shapes element; rows without a class dropped with a warning.
+
+    Missing classes (NaN / None) would otherwise become the class ``"nan"``; geometries are checked as
+    :func:`spacrd_sc.io.annotations` checks GeoJSON (invalid ones repaired with a warning, NaN / degenerate
+    ones refused), naming the polygon by its row and class.
+    """
+    import geopandas as gpd
+
+    cls = source[key]
+    missing = cls.isna().to_numpy()
+    if missing.all():
+        raise ValueError(f"{what} have no class in column {key!r} (all missing).")
+    if missing.any():
+        logger.warning("Dropping %d polygons of %s without a class (column %r).", int(missing.sum()), what, key)
+    cls = cls[~missing].astype(str).to_numpy()
+    geoms = list(source.geometry.to_numpy()[~missing])
+    rows = np.flatnonzero(~missing)
+    labels = [f"polygon {r} (class {c!r}) of {what}" for r, c in zip(rows, cls, strict=True)]
+    return gpd.GeoDataFrame({CLASS_COLUMN: cls}, geometry=gpd.GeoSeries(_checked_polygons(geoms, labels)))
+
+
+def _resolve_overlaps(hits: pd.DataFrame, polys: GeoDataFrame, points: GeoDataFrame) -> tuple[pd.DataFrame, int]:
+    """One polygon per spot by the overlap rule; report the spots where classes overlap.
+
+    The rule: a spot whose centre lies in several polygons takes the class of the **smallest** one (by area).
+    Nested drawings are the usual case (a gland or a stroma island drawn inside a tumour outline) and the
+    smaller, more specific polygon is the deliberate one; the rule does not depend on the order of the
+    features in the file, which QuPath does not guarantee. Spots where polygons of *different* classes overlap
+    are counted and reported in a warning (classes and spot counts). Where the smallest polygons holding a
+    centre have the same area (relative tolerance :data:`AREA_RTOL`) but different classes:
+
+    - the centre lies *inside* several of them (duplicated polygons): no rule can choose, a
+      :class:`ValueError` names the polygons;
+    - the centre lies only on their shared border (equal tiles drawn edge to edge): the polygon with the
+      lowest row wins, and the warning says how many spots were on such a border.
+
+    ``hits``: rows of the spatial join (``row`` = spot, ``index_right`` = polygon, ``class``, ``area``).
+    Returns the winning hit per spot and the number of spots in overlapping polygons of different classes.
+    """
+    import shapely
+
+    interior = shapely.contains(
+        polys.geometry.to_numpy()[hits["index_right"].to_numpy()], points.geometry.to_numpy()[hits["row"].to_numpy()]
+    )
+    smallest = hits.groupby("row")["area"].transform("min").to_numpy()
+    is_min = np.isclose(hits["area"].to_numpy(), smallest, rtol=AREA_RTOL, atol=0.0)
+    hits = hits.assign(_min=is_min, _interior=interior)
+    # winner: among the smallest polygons, one holding the centre inside rather than on its border, lowest row
+    order = hits.assign(_a=~hits["_min"], _b=~hits["_interior"])
+    hits = order.sort_values(["row", "_a", "_b", "area", "index_right"], kind="stable").drop(columns=["_a", "_b"])
+    best = hits.drop_duplicates("row", keep="first")
+    n_classes = hits.groupby("row")[CLASS_COLUMN].nunique()
+    mixed = n_classes.index[n_classes > 1]
+    if len(mixed) == 0:
+        return best.drop(columns=["_min", "_interior"]), 0
+    h = hits[hits["row"].isin(mixed) & hits["_min"]]
+    inside = h[h["_interior"]]
+    n_inside_classes = inside.groupby("row")[CLASS_COLUMN].nunique()
+    dup_rows = n_inside_classes.index[n_inside_classes > 1]
+    if len(dup_rows):
+        t = inside[inside["row"].isin(dup_rows)]
+        which = sorted({(int(i), str(c)) for i, c in zip(t["index_right"], t[CLASS_COLUMN], strict=True)})
+        shown = ", ".join(f"polygon {i} ({c!r})" for i, c in which[:6])
+        raise ValueError(
+            f"{len(dup_rows)} spot centres lie in polygons of the same area but different classes ({shown}): "
+            "duplicated polygons with conflicting classes, which the overlap rule (smallest polygon wins) cannot "
+            "resolve. Remove the wrong copy or give the copies one class."
+        )
+    n_min_classes = h.groupby("row")[CLASS_COLUMN].nunique()
+    n_border = int(((n_min_classes > 1) & ~n_min_classes.index.isin(inside["row"])).sum())
+    winners = best.set_index("row").loc[mixed, CLASS_COLUMN]
+    others = hits[hits["row"].isin(mixed)].groupby("row")[CLASS_COLUMN].agg(lambda c: tuple(sorted(set(map(str, c)))))
+    pairs: dict[tuple[str, tuple[str, ...]], int] = {}
+    for row, win in winners.items():
+        key = (str(win), tuple(c for c in others[row] if c != win))
+        pairs[key] = pairs.get(key, 0) + 1
+    border = (
+        f" {n_border} of them lie on the shared border of equal-area polygons and took the class of the one listed "
+        "first."
+        if n_border
+        else ""
+    )
+    logger.warning(
+        "%d spot centres lie in overlapping polygons of different classes; each took the class of the smallest "
+        "polygon holding it: %s.%s",
+        len(mixed),
+        "; ".join(f"{w!r} over {', '.join(map(repr, lo))} ({n} spots)" for (w, lo), n in sorted(pairs.items())),
+        border,
+    )
+    return best.drop(columns=["_min", "_interior"]), len(mixed)
 
 
 def _polygons(
@@ -41,13 +138,13 @@ def _polygons(
                 f"Shapes {annotations!r} have no class column {key!r} (columns: {list(gdf.columns)}); "
                 "pass `class_key=`."
             )
-        gdf = gpd.GeoDataFrame({CLASS_COLUMN: gdf[key].astype(str)}, geometry=gdf.geometry.to_numpy())
+        gdf = _class_table(gdf, key, f"shapes {annotations!r}")
     elif isinstance(annotations, gpd.GeoDataFrame):
         key = class_key or CLASS_COLUMN
         if key not in annotations.columns:
             raise KeyError(f"The GeoDataFrame has no class column {key!r} (columns: {list(annotations.columns)}).")
-        gdf = gpd.GeoDataFrame({CLASS_COLUMN: annotations[key].astype(str)}, geometry=annotations.geometry.to_numpy())
-    elif isinstance(annotations, str | Path | Mapping):
+        gdf = _class_table(annotations, key, "the GeoDataFrame")
+    elif isinstance(annotations, str | os.PathLike | Mapping | list):  # a list: QuPath's list of features
         if isinstance(annotations, str) and not Path(annotations).expanduser().exists():
             have = list(data.shapes) if isinstance(data, SpatialData) else []
             raise FileNotFoundError(
@@ -57,9 +154,12 @@ def _polygons(
         gdf = read_annotations(annotations, class_key=class_key)
     else:
         raise TypeError(
-            "annotations must be a GeoJSON path or dict, a GeoDataFrame, or the name of a shapes element, "
-            f"got {type(annotations).__name__}."
+            "annotations must be a GeoJSON path, dict or list of features, a GeoDataFrame, or the name of a shapes "
+            f"element, got {type(annotations).__name__}."
         )
+    n_other = int((~gdf.geom_type.isin(["Polygon", "MultiPolygon"])).sum())
+    if n_other:
+        logger.warning("Skipping %d annotation shapes that are not polygons (points, lines).", n_other)
     gdf = gdf[gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
     if gdf.empty:
         raise ValueError("The annotations hold no polygons.")
@@ -75,7 +175,9 @@ def _spot_centres(adata: AnnData, data: AnnData | SpatialData, coordinate_system
     if coordinate_system is None:
         if SPATIAL_KEY not in adata.obsm:
             raise KeyError("adata.obsm['spatial'] (spot centres) is missing.")
-        return np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2]
+        xy = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2]
+        _check_finite_xy(xy, "spot centres in obsm['spatial']", list(adata.obs_names))
+        return xy
     if not isinstance(data, SpatialData):
         raise ValueError("coordinate_system= needs a SpatialData (an AnnData has only obsm['spatial']).")
     attrs = adata.uns.get("spatialdata_attrs", {})
@@ -92,13 +194,14 @@ def _spot_centres(adata: AnnData, data: AnnData | SpatialData, coordinate_system
     pos = pd.Index(moved.index).get_indexer(adata.obs[instance_key].to_numpy())
     if (pos < 0).any() or (region_key in adata.obs and (adata.obs[region_key].astype(str) != region).any()):
         raise ValueError(f"Some table rows have no circle in shapes {region!r}.")
+    _check_finite_xy(centres[pos], f"spot centres of shapes {region!r}", list(adata.obs_names))
     return centres[pos]
 
 
 @inject_docs
 def annotate_spots(
     data: AnnData | SpatialData,
-    annotations: str | Path | Mapping[str, Any] | GeoDataFrame,
+    annotations: str | Path | Mapping[str, Any] | list | GeoDataFrame,
     *,
     class_key: str | None = None,
     key_added: str = "annotation",
@@ -111,15 +214,20 @@ def annotate_spots(
 
     Turns a pathologist's region drawing (QuPath "Export objects as GeoJSON", or polygons already in a
     :class:`~spatialdata.SpatialData`) into a per-spot training label, e.g. for :func:`spacrd_sc.tl.fit_vrbca`.
-    A spot whose centre lies inside (or on the edge of) several polygons takes the class of the smallest
-    one, so a gland drawn inside a tumour outline wins over the outline. Point-in-polygon tests are
-    geopandas spatial joins.
+    **Overlap rule.** A spot whose centre lies inside (or on the edge of) several polygons takes the class of
+    the smallest one (by area), so a gland drawn inside a tumour outline wins over the outline, whatever the
+    order of the features in the file. Spots where polygons of different classes overlap are reported in a
+    warning (the classes and how many spots each took) and counted in ``uns[key_added]["n_overlap"]``.
+    Duplicated polygons (equal area, relative tolerance ``1e-9``) of different classes holding a spot centre
+    cannot be resolved by the rule and are refused. Polygons are checked as in :func:`spacrd_sc.io.annotations`
+    (invalid ones repaired with a warning naming them, NaN / degenerate ones refused); messages name a
+    polygon by its row in the annotations table. Point-in-polygon tests are geopandas spatial joins.
 
     Parameters
     ----------
     {data}
     annotations
-        A GeoJSON file or dict (read by :func:`spacrd_sc.io.annotations`), a GeoDataFrame with a class
+        A GeoJSON file, dict or list of features (read by :func:`spacrd_sc.io.annotations`), a GeoDataFrame with a class
         column, or the name of a shapes element of ``data``.
     class_key
         For GeoJSON: the property with the class name (default ``classification.name``, then
@@ -140,15 +248,18 @@ def annotate_spots(
     -------
     ``None`` (or the table with ``copy=True``); writes ``obs[key_added]``, categorical with the classes in
     the order of first appearance, then ``outside``, and ``uns[key_added]["params"]`` plus
-    ``uns[key_added]["n_inside"]`` (spots inside a polygon).
+    ``uns[key_added]["n_inside"]`` (spots inside a polygon) and ``uns[key_added]["n_overlap"]`` (spots inside
+    overlapping polygons of different classes, labelled by the overlap rule).
 
     Raises
     ------
     KeyError
         Unknown class property/column (the message lists those present), unknown coordinate system.
     ValueError
-        No polygons, or no spot centre inside any polygon (the polygons are likely in another frame: the
-        message gives both extents).
+        No polygons; no spot centre inside any polygon (the polygons are likely in another frame: the
+        message gives both extents); a polygon with NaN / infinite coordinates, a ring of fewer than 3
+        distinct points or no area once repaired; duplicated polygons of different classes holding a spot
+        centre; NaN / infinite spot centres; a GeoDataFrame / shapes element whose class column is all missing.
     """
     import geopandas as gpd
 
@@ -167,7 +278,7 @@ def annotate_spots(
             "image while the section uses a downscaled one: `sc_crd.io.annotations(..., scale=)`), or pass "
             "`coordinate_system=`."
         )
-    best = hits.sort_values(["row", "area"]).drop_duplicates("row", keep="first")
+    best, n_overlap = _resolve_overlaps(hits, polys, points)
     classes = list(pd.unique(polys[CLASS_COLUMN]))
     labels = np.full(adata.n_obs, outside if outside is not None else None, dtype=object)
     labels[best["row"].to_numpy()] = best[CLASS_COLUMN].to_numpy()
@@ -178,6 +289,10 @@ def annotate_spots(
         _warn_overwrite(adata, where, key_added)
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
     params = {"class_key": class_key, "outside": outside, "coordinate_system": coordinate_system}
-    adata.uns[key_added] = {"params": {k: v for k, v in params.items() if v is not None}, "n_inside": len(best)}
+    adata.uns[key_added] = {
+        "params": {k: v for k, v in params.items() if v is not None},
+        "n_inside": len(best),
+        "n_overlap": n_overlap,
+    }
     logger.info("%d of %d spots lie inside an annotated polygon.", len(best), adata.n_obs)
     return adata if copy else None
