@@ -1,13 +1,17 @@
-"""Training and inference loops of SpaCRD on device tensors (no validation here: callers check inputs)."""
+"""Training and inference loops of SpaCRD (no validation here: callers check inputs).
+
+The loops take arrays, networks and a :class:`~spacrd_sc.model._config.TrainingConfig` and return networks,
+history and the parameters to record (:class:`Trained`); none of them touches a :class:`~spacrd_sc.SpaCRD`,
+which alone sets its own attributes (this module does not import it).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -15,12 +19,9 @@ import torch.nn.functional as F
 
 from .._logging import logger
 from .._utils import _progress
+from ._config import ModelConfig, TrainingConfig
 from ._data import epoch_batches, local_clusters, neighbourhood_mean, neighbourhood_tokens
-from ._modules import SpaCRDNet, info_nce, section_shift
-
-if TYPE_CHECKING:
-    from ._config import ModelConfig
-    from ._spacrd import SpaCRD
+from ._modules import SpaCRDNet, info_nce
 
 #: Spots per compact neighbourhood group when ``batching="local"``.
 GROUP_SIZE = 16
@@ -57,9 +58,8 @@ def _bar(epochs: int, desc: str, progress_bar: bool):
     return _progress(range(epochs), desc=desc, disable=not progress_bar, leave=False)
 
 
-def _bar_desc(stage: str, member: int, model: SpaCRD) -> str:
-    """Progress-bar label of one member's training: ``stage``, plus ``network i/k`` in an ensemble."""
-    k = model._cfg.n_members
+def _bar_desc(stage: str, member: int, k: int) -> str:
+    """Progress-bar label of one member's training: ``stage``, plus ``network i/k`` in an ensemble of ``k``."""
     return f"{stage}, network {member + 1}/{k}" if k > 1 else stage
 
 
@@ -113,83 +113,63 @@ def train_alignment(
     return history
 
 
-def _forward_batch(
-    net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor, gene_dropout: float = 0.0
-):
+def _forward_batch(net: SpaCRDNet, feats: list[torch.Tensor], idx: torch.Tensor, neighbors: torch.Tensor):
     """``net``'s outputs ``(h*, logit, ĥ, μ, log σ²)`` for a batch of centre spots ``idx``, encoding each distinct
-    row the batch needs once. With ``gene_dropout`` p > 0 each gene input of each row is zeroed with probability p
-    (the others scaled by 1 / (1 − p)) before the encoder and the linear skip see it."""
+    row the batch needs once."""
     unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-    rows = [x[unique] for x in feats]
-    if gene_dropout > 0 and net.gene_encoder is not None:  # genes are the last stream
-        rows[-1] = F.dropout(rows[-1], gene_dropout)
-    tokens = [enc(x) for enc, x in zip(net.encoders(), rows, strict=True)]
-    return net(tokens, inverse, mask, rows[-1] if net.linear_skip is not None else None)
+    tokens = [enc(x[unique]) for enc, x in zip(net.encoders(), feats, strict=True)]
+    return net(tokens, inverse, mask)
 
 
 def train_fusion(
     net: SpaCRDNet,
     feats: list[torch.Tensor],
-    neighbors: torch.Tensor,
-    neighbors_np: np.ndarray,
+    neighbors: tuple[torch.Tensor, np.ndarray],
     y: torch.Tensor,
     *,
-    epochs: int,
-    fused_epochs: int,
-    batch_size: int,
-    lr: float,
-    beta: float,
-    gamma: float,
+    schedule: TrainingConfig,
+    loss_weights: tuple[float, float],
     rng: np.random.Generator,
     device: str,
     progress_bar: bool,
-    batching: str = "local",
-    amp: bool = False,
-    label_smoothing: float = 0.0,
-    sections: torch.Tensor | None = None,
-    section_alignment: float = 0.0,
-    gene_dropout: float = 0.0,
     desc: str = "SpaCRD fusion",
 ) -> dict[str, list[float]]:
-    """Stages 2 + 3: ``fused_epochs`` of ``L_fused``, then ``L_cls = BCE + γ·L_fused``; all weights train.
+    """Stages 2 + 3: ``schedule.fused_epochs`` of ``L_fused``, then ``L_cls = BCE + γ·L_fused``; all weights train.
 
-    With ``label_smoothing`` ε the BCE targets are ``y·(1 − ε) + ε/2`` (the VAE prior still uses the hard class).
-    With ``sections`` (integer codes per spot) every epoch adds ``section_alignment ·``
-    :func:`~spacrd_sc.model._modules.section_shift` of ``h*`` over the batch to the loss. With ``gene_dropout`` p,
-    each gene input is zeroed with probability p in every batch (inverted dropout, see :func:`_forward_batch`).
+    ``neighbors`` is the neighbour table on the device and as a numpy array (for the local batches);
+    ``loss_weights`` are ``(β, γ)``; ``schedule.fused_epochs`` must be resolved (an integer).
 
-    Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE), ``bce``, ``cls``
-    (classifier epochs) and ``section_shift`` (with ``sections``).
+    Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE), ``bce`` and ``cls``
+    (classifier epochs).
     """
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    beta, gamma = loss_weights
+    nbr_t, nbr_np = neighbors
+    opt = torch.optim.Adam(net.parameters(), lr=schedule.fusion_lr)
     net.train()
-    n = neighbors.shape[0]
-    groups = local_clusters(neighbors_np, GROUP_SIZE, rng) if batching == "local" else None
+    n = nbr_t.shape[0]
+    groups = local_clusters(nbr_np, GROUP_SIZE, rng) if schedule.batching == "local" else None
+    batch_size = int(min(schedule.batch_size, n))
     history: dict[str, list[float]] = defaultdict(list)
-    bar = _bar(epochs, desc, progress_bar)
+    bar = _bar(schedule.fusion_epochs, desc, progress_bar)
     for epoch in bar:
-        classify = net.vae is None or epoch >= fused_epochs
+        classify = net.vae is None or epoch >= schedule.fused_epochs
         sums: dict[str, float] = defaultdict(float)
         seen = 0
         for b in epoch_batches(n, batch_size, rng, groups):
             idx = torch.from_numpy(b).to(device)
             yb = y[idx]
-            target = yb.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
-            with autocast(device, amp):
-                h, logit, recon, mu, logvar = _forward_batch(net, feats, idx, neighbors, gene_dropout)
+            with autocast(device, schedule.amp):
+                h, logit, recon, mu, logvar = _forward_batch(net, feats, idx, nbr_t)
             parts: dict[str, torch.Tensor] = {}
             if net.vae is not None:
                 parts["recon"], parts["kl"] = net.vae.loss(h, recon.float(), mu.float(), logvar.float(), yb)
                 parts["fused"] = parts["recon"] + beta * parts["kl"]
             if classify:
-                parts["bce"] = F.binary_cross_entropy_with_logits(logit.float(), target)
+                parts["bce"] = F.binary_cross_entropy_with_logits(logit.float(), yb.float())
                 parts["cls"] = parts["bce"] + gamma * parts["fused"] if "fused" in parts else parts["bce"]
                 loss = parts["cls"]
             else:
                 loss = parts["fused"]
-            if sections is not None:
-                parts["section_shift"] = section_shift(h, yb, sections[idx])
-                loss = loss + section_alignment * parts["section_shift"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -231,8 +211,7 @@ def infer(
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=device)
             unique, inverse, mask = neighbourhood_tokens(idx, neighbors)
-            skip_rows = feats[-1][unique] if net.linear_skip is not None else None  # genes: the last stream
-            h, logit, *_ = net([z[unique] for z in tokens], inverse, mask, skip_rows)
+            h, logit, *_ = net([z[unique] for z in tokens], inverse, mask)
             embeddings.append(h)
             probas.append(torch.sigmoid(logit.float()))
 
@@ -242,29 +221,19 @@ def infer(
     return _np(probas), _np(embeddings)
 
 
-@torch.inference_mode()
-def adapt_batchnorm(net: SpaCRDNet, feats: list[torch.Tensor], *, batch_size: int, amp: bool = False) -> SpaCRDNet:
-    """A copy of ``net`` whose encoder BatchNorm statistics are re-estimated on ``feats`` (AdaBN; Li et al.,
-    "Revisiting batch normalization for practical domain adaptation", 2016). ``net`` is not changed.
+# ---------------------------------------------------------------------- fitting the members of a model
+class Trained(NamedTuple):
+    """What a training run returns; :class:`~spacrd_sc.SpaCRD` stores it."""
 
-    The statistics are cumulative over batches of ``batch_size`` rows (exact for one batch); weights, dropout
-    and everything after the encoders are untouched. No label is involved.
-    """
-    net = copy.deepcopy(net).eval()
-    norms = [m for e in net.encoders() for m in e.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the batches below
-        bn.train()
-    device = next(net.parameters()).device.type
-    with autocast(device, amp):
-        for enc, x in zip(net.encoders(), feats, strict=True):
-            for i in range(0, x.shape[0], batch_size):
-                enc(x[i : i + batch_size])
-    return net.eval()
+    #: The trained networks (one per ensemble member), on the training device.
+    nets: list[SpaCRDNet]
+    #: Per-epoch losses, averaged over the members.
+    history: dict[str, list[float]]
+    #: Entries for ``SpaCRD.training_params`` (``"alignment"`` or ``"fusion"``, and ``"pca"`` when a gene PCA was
+    #: fitted).
+    params: dict[str, dict[str, Any]]
 
 
-# ---------------------------------------------------------------------- fitting a SpaCRD (state + bookkeeping)
 def build_net(cfg: ModelConfig, seed: int) -> SpaCRDNet:
     """A freshly initialised network (on the CPU) for configuration ``cfg``, weights drawn from ``seed``."""
     with seeded(seed, "cpu"):
@@ -278,30 +247,29 @@ def build_net(cfg: ModelConfig, seed: int) -> SpaCRDNet:
             use_cross_attention=cfg.use_cross_attention,
             use_vae=cfg.use_vae,
             n_pcs=cfg.n_pcs,
-            linear_skip=cfg.linear_skip,
         )
 
 
-def _fit_pca(model: SpaCRD, net: SpaCRDNet, feats: list[np.ndarray], seed: int) -> None:
-    """Fit ``net``'s gene-encoder PCA projection (if any) on the gene features of the training spots."""
+def _fit_pca(net: SpaCRDNet, feats: list[np.ndarray], seed: int) -> dict[str, Any] | None:
+    """Fit ``net``'s gene-encoder PCA projection (if any) on the gene features of the training spots; the record."""
     enc = net.gene_encoder
     if enc is None or enc.n_pcs is None:
-        return
+        return None
     t0 = time.perf_counter()
     explained = enc.fit_pca(feats[-1], seed)
-    model.training_params["pca"] = {
+    logger.info("SpaCRD: %d gene PCs explain %.1f%% of the variance.", enc.n_pcs, 100 * explained)
+    return {
         "n_pcs": enc.n_pcs,
         "n_spots": int(feats[-1].shape[0]),
         "variance_explained": round(explained, 4),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    logger.info("SpaCRD: %d gene PCs explain %.1f%% of the variance.", enc.n_pcs, 100 * explained)
 
 
-def member_seeds(model: SpaCRD, seed: int) -> list[int]:
+def member_seeds(n_members: int, seed: int) -> list[int]:
     """Training seed of each ensemble member: ``seed, seed + 1, …`` (member ``i`` is trained exactly like a
     single model with seed ``seed + i``)."""
-    return [int(seed) + i for i in range(model._cfg.n_members)]
+    return [int(seed) + i for i in range(n_members)]
 
 
 def _mean_history(hists: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -309,150 +277,128 @@ def _mean_history(hists: list[dict[str, list[float]]]) -> dict[str, list[float]]
     return {k: [float(np.mean(v)) for v in zip(*(h[k] for h in hists), strict=True)] for k in hists[0]}
 
 
+def _record(train: TrainingConfig, epochs: int, lr: float, n_members: int, device: str) -> dict[str, Any]:
+    """The settings of one stage as ``training_params`` records them."""
+    return {
+        "epochs": int(epochs),
+        "batch_size": train.batch_size,
+        "lr": float(lr),
+        "seed": train.seed,
+        "member_seeds": member_seeds(n_members, train.seed),
+        "device": device,
+    }
+
+
 def run_alignment(
-    model: SpaCRD,
+    cfg: ModelConfig,
+    train: TrainingConfig,
     feats: list[np.ndarray],
     nbr: np.ndarray,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    dev: str,
-    seed: int,
+    *,
+    device: str,
     progress_bar: bool,
-    amp: bool,
-) -> None:
-    """Body of :meth:`SpaCRD.fit_alignment` on checked inputs: rebuild every member from its seed, train, record."""
-    if model.mode == "both":
+) -> Trained:
+    """Stage 1 on checked inputs: build every member from its seed (fitting its gene PCA), train the encoders."""
+    if cfg.mode == "both":
         views = feats
     else:
         means, has = neighbourhood_mean(feats[0], nbr)
         if has.sum() < 2:
             raise ValueError("Neighbourhood contrast needs at least 2 spots with neighbours; neighbors is all padding.")
         views = [feats[0][has], means[has]]
-    model._move(dev)
+    epochs = train.alignment_epochs(cfg.mode)
     t0 = time.perf_counter()
-    tensors = [torch.from_numpy(v).to(dev) for v in views]
-    nets, hists = [], []
-    for i, s in enumerate(member_seeds(model, seed)):
-        with seeded(s, dev):
-            net = model._build(s)
-            _fit_pca(model, net, feats, s)
+    tensors = [torch.from_numpy(v).to(device) for v in views]
+    nets, hists, params = [], [], {}
+    for i, s in enumerate(member_seeds(cfg.n_members, train.seed)):
+        with seeded(s, device):
+            net = build_net(cfg, s).to(device)
+            pca = _fit_pca(net, feats, s)
+            if pca is not None:
+                params["pca"] = pca
             hist = train_alignment(
                 net,
                 tensors,
-                epochs=int(epochs),
-                batch_size=int(min(batch_size, tensors[0].shape[0])),
-                lr=float(lr),
-                temperature=model._cfg.temperature,
-                alpha=model._cfg.alpha,
+                epochs=epochs,
+                batch_size=int(min(train.batch_size, tensors[0].shape[0])),
+                lr=train.align_lr,
+                temperature=cfg.temperature,
+                alpha=cfg.alpha,
                 rng=np.random.default_rng(s),
-                device=dev,
+                device=device,
                 progress_bar=progress_bar,
-                amp=amp,
-                desc=_bar_desc("SpaCRD alignment", i, model),
+                amp=train.amp,
+                desc=_bar_desc("SpaCRD alignment", i, cfg.n_members),
             )
         nets.append(net)
         hists.append({"align": hist})
-    model.nets = nets
-    model.is_fitted = False
-    hist = _mean_history(hists)["align"]
+    history = _mean_history(hists)
     elapsed = time.perf_counter() - t0
-    model.history.setdefault("align", []).extend(hist)
-    model.alignment = "image-gene InfoNCE" if model.mode == "both" else "neighbourhood InfoNCE"
-    model.is_aligned = True
-    model.training_params["alignment"] = {
-        "epochs": int(epochs),
-        "batch_size": int(batch_size),
-        "lr": float(lr),
-        "seed": int(seed),
-        "member_seeds": member_seeds(model, seed),
-        "device": dev,
-        "n_spots": int(views[0].shape[0]),
-        "seconds": round(elapsed, 2),
-    }
-    logger.info("SpaCRD alignment: %d epochs in %.1f s (final loss %.4f).", epochs, elapsed, hist[-1])
+    record = _record(train, epochs, train.align_lr, cfg.n_members, device)
+    params["alignment"] = {**record, "n_spots": int(views[0].shape[0]), "seconds": round(elapsed, 2)}
+    logger.info("SpaCRD alignment: %d epochs in %.1f s (final loss %.4f).", epochs, elapsed, history["align"][-1])
+    return Trained(nets, history, params)
 
 
 def run_fusion(
-    model: SpaCRD,
-    feats: list[np.ndarray],
-    nbr: np.ndarray,
-    labels: np.ndarray,
-    epochs: int,
-    fused_epochs: int,
-    batch_size: int,
-    lr: float,
-    dev: str,
-    seed: int,
+    cfg: ModelConfig,
+    train: TrainingConfig,
+    data: tuple[list[np.ndarray], np.ndarray, np.ndarray],
+    nets: list[SpaCRDNet],
+    *,
+    start: str,
+    device: str,
     progress_bar: bool,
-    batching: str,
-    amp: bool,
-    label_smoothing: float = 0.0,
-    sections: np.ndarray | None = None,
-    section_alignment: float = 0.0,
-    gene_dropout: float = 0.0,
-) -> None:
-    """Body of :meth:`SpaCRD.fit_fusion` on checked inputs: fresh heads (or continue) per member, train, record."""
-    model._move(dev)
+) -> Trained:
+    """Stages 2 + 3 on checked inputs ``data = (feats, neighbors, labels)``, per member.
+
+    ``train.fused_epochs`` must be resolved (an integer). ``start`` says where each member starts: ``"continue"`` trains ``nets`` further (a fitted model);
+    ``"aligned"`` keeps their aligned encoders and draws fresh fusion, VAE and discriminator from the member's
+    seed; ``"fresh"`` draws the whole network from the seed (fitting its gene PCA). ``nets`` are trained in place
+    (on ``device``) and returned.
+    """
+    feats, nbr, labels = data
+    if train.fused_epochs is None:
+        raise ValueError("run_fusion needs a resolved fused_epochs (model._data.resolve_fused_epochs).")
     t0 = time.perf_counter()
-    tensors = [torch.from_numpy(f).to(dev) for f in feats]
-    nbr_t, labels_t = torch.from_numpy(nbr).to(dev), torch.from_numpy(labels).to(dev)
-    sections_t = torch.from_numpy(sections).long().to(dev) if sections is not None else None
-    hists = []
-    for i, s in enumerate(member_seeds(model, seed)):
-        with seeded(s, dev):
-            if not model.is_fitted:
-                fresh = model._build(s)
-                if model.is_aligned:
-                    for name in ("fusion", "vae", "discriminator", "linear_skip"):
-                        setattr(model.nets[i], name, getattr(fresh, name))
+    tensors = [torch.from_numpy(f).to(device) for f in feats]
+    nbr_t, labels_t = torch.from_numpy(nbr).to(device), torch.from_numpy(labels).to(device)
+    nets, hists, params = list(nets), [], {}
+    for i, s in enumerate(member_seeds(cfg.n_members, train.seed)):
+        with seeded(s, device):
+            if start != "continue":
+                fresh = build_net(cfg, s).to(device)
+                if start == "aligned":
+                    for name in ("fusion", "vae", "discriminator"):
+                        setattr(nets[i], name, getattr(fresh, name))
                 else:
-                    model.nets[i] = fresh
-                    _fit_pca(model, fresh, feats, s)
+                    nets[i] = fresh
+                    pca = _fit_pca(fresh, feats, s)
+                    if pca is not None:
+                        params["pca"] = pca
             hists.append(
                 train_fusion(
-                    model.nets[i],
+                    nets[i],
                     tensors,
-                    nbr_t,
-                    nbr,
+                    (nbr_t, nbr),
                     labels_t,
-                    epochs=int(epochs),
-                    fused_epochs=int(fused_epochs),
-                    batch_size=int(min(batch_size, len(labels))),
-                    lr=float(lr),
-                    beta=model._cfg.beta,
-                    gamma=model._cfg.gamma,
+                    schedule=train,
+                    loss_weights=(cfg.beta, cfg.gamma),
                     rng=np.random.default_rng(s),
-                    device=dev,
+                    device=device,
                     progress_bar=progress_bar,
-                    batching=batching,
-                    amp=amp,
-                    label_smoothing=float(label_smoothing),
-                    sections=sections_t,
-                    section_alignment=float(section_alignment),
-                    gene_dropout=float(gene_dropout),
-                    desc=_bar_desc("SpaCRD fusion", i, model),
+                    desc=_bar_desc("SpaCRD fusion", i, cfg.n_members),
                 )
             )
     elapsed = time.perf_counter() - t0
-    for k, v in _mean_history(hists).items():
-        model.history.setdefault(k, []).extend(v)
-    model.is_fitted = True
-    model.training_params["fusion"] = {
-        "epochs": int(epochs),
-        "fused_epochs": int(fused_epochs),
-        "batch_size": int(batch_size),
-        "lr": float(lr),
-        "seed": int(seed),
-        "member_seeds": member_seeds(model, seed),
-        "device": dev,
-        "batching": batching,
-        "label_smoothing": float(label_smoothing),
-        "section_alignment": float(section_alignment),
-        "gene_dropout": float(gene_dropout),
+    record = _record(train, train.fusion_epochs, train.fusion_lr, cfg.n_members, device)
+    params["fusion"] = {
+        **record,
+        "fused_epochs": train.fused_epochs,
+        "batching": train.batching,
         "n_spots": int(len(labels)),
         "n_cancer": int(labels.sum()),
         "seconds": round(elapsed, 2),
-        "aligned": model.is_aligned,
     }
-    logger.info("SpaCRD fusion: %d epochs in %.1f s.", epochs, elapsed)
+    logger.info("SpaCRD fusion: %d epochs in %.1f s.", train.fusion_epochs, elapsed)
+    return Trained(nets, _mean_history(hists), params)
