@@ -352,10 +352,10 @@ def run_fusion(
 ) -> Trained:
     """Stages 2 + 3 on checked inputs ``data = (feats, neighbors, labels)``, per member.
 
-    ``train.fused_epochs`` must be resolved (an integer). ``start`` says where each member starts: ``"continue"`` trains ``nets`` further (a fitted model);
-    ``"aligned"`` keeps their aligned encoders and draws fresh fusion, VAE and discriminator from the member's
-    seed; ``"fresh"`` draws the whole network from the seed (fitting its gene PCA). ``nets`` are trained in place
-    (on ``device``) and returned.
+    ``train.fused_epochs`` must be resolved (an integer). ``start`` says where each member starts:
+    ``"continue"`` trains ``nets`` further (a fitted model); ``"aligned"`` keeps their aligned encoders and draws
+    fresh fusion, VAE and discriminator from the member's seed; ``"fresh"`` draws the whole network from the seed
+    (fitting its gene PCA). ``nets`` are trained in place (on ``device``) and returned.
     """
     feats, nbr, labels = data
     if train.fused_epochs is None:
