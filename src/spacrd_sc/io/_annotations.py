@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .._constants import CLASS_COLUMN
 from .._logging import logger
 
 if TYPE_CHECKING:
     from geopandas import GeoDataFrame
 
-#: Column of the class name in the GeoDataFrames read and written here.
-CLASS_COLUMN = "class"
 #: Properties tried in turn when no ``class_key`` is given (QuPath: ``classification.name``, then ``name``).
 DEFAULT_CLASS_KEYS = ("classification.name", "classification", "name")
 

@@ -233,7 +233,8 @@ class ModelConfig:
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
     return int(value)
 
 
@@ -286,11 +287,18 @@ class TrainingConfig:
     seed: int = 0
     amp: bool = False
 
-    #: Names :meth:`for_stage` accepts for each stage, mapped to the fields they set.
-    STAGE_ALIASES = {
+    #: Names :meth:`for_stage` accepts for each stage besides the shared ``batch_size``, ``seed`` and ``amp``, mapped
+    #: to the fields they set.
+    STAGE_NAMES = {
         "alignment": {"epochs": "align_epochs", "lr": "align_lr"},
-        "fusion": {"epochs": "fusion_epochs", "lr": "fusion_lr"},
+        "fusion": {
+            "epochs": "fusion_epochs",
+            "lr": "fusion_lr",
+            "fused_epochs": "fused_epochs",
+            "batching": "batching",
+        },
     }
+    SHARED = ("batch_size", "seed", "amp")
 
     def __post_init__(self) -> None:
         values = {
@@ -318,15 +326,16 @@ class TrainingConfig:
         return DEFAULT_ALIGN_EPOCHS_IMAGE_GENE if mode == "both" else DEFAULT_ALIGN_EPOCHS
 
     def for_stage(self, stage: str, **overrides: Any) -> TrainingConfig:
-        """A copy with ``overrides`` applied; ``epochs`` and ``lr`` name the fields of ``stage``
-        (``"alignment"`` or ``"fusion"``). Unknown names raise :class:`TypeError` listing the accepted ones."""
-        aliases = self.STAGE_ALIASES[stage]
-        fields = {f.name for f in dataclasses.fields(self)}
-        accepted = sorted(set(aliases) | fields - {v for v in aliases.values()})
-        unknown = sorted(set(overrides) - set(accepted))
+        """A copy with ``overrides`` applied; ``epochs`` and ``lr`` name the fields of ``stage`` (``"alignment"`` or
+        ``"fusion"``). Names that the stage does not use raise :class:`TypeError` listing the accepted ones."""
+        names = {**self.STAGE_NAMES[stage], **{k: k for k in self.SHARED}}
+        unknown = sorted(set(overrides) - set(names))
         if unknown:
-            raise TypeError(f"Unknown training option(s) {unknown} for the {stage} stage; accepted: {accepted}.")
-        return dataclasses.replace(self, **{aliases.get(k, k): v for k, v in overrides.items()})
+            raise TypeError(
+                f"Unknown training option(s) {unknown} for the {stage} stage; accepted: {sorted(names)} "
+                "(see TrainingConfig)."
+            )
+        return dataclasses.replace(self, **{names[k]: v for k, v in overrides.items()})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict, the ``training_config`` entry of ``config.json``."""

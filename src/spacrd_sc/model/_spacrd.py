@@ -231,7 +231,7 @@ class SpaCRD:
     def _training_config(self, stage: str, config: TrainingConfig | None, overrides: dict[str, Any]) -> TrainingConfig:
         if config is not None and not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig or None, got {type(config).__name__}.")
-        return (config or self.training_config).for_stage(stage, **overrides)
+        return (config or TrainingConfig()).for_stage(stage, **overrides)
 
     # ------------------------------------------------------------------ training
     def fit_alignment(
@@ -258,7 +258,7 @@ class SpaCRD:
             ``(n, n_neighbors)`` int64 row indices of each spot's spatial neighbours, ``-1`` = padding;
             the spot itself is not listed.
         config
-            Training settings; default: the model's :attr:`training_config` (the defaults for a new model).
+            Training settings; default: ``TrainingConfig()`` (every default), changed by ``overrides``.
         device
             ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``; the model stays there.
         progress_bar

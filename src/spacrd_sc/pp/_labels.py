@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import SPATIAL_KEY, TABLE_KEY
+from .._constants import CLASS_COLUMN, SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from geopandas import GeoDataFrame
     from spatialdata import SpatialData
-
-CLASS_COLUMN = "class"
 
 
 def _polygons(
