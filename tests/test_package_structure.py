@@ -276,3 +276,11 @@ def test_no_upward_import_but_the_version():
                 if not (PACKAGE_ROOT / parts[1]).is_dir() and not (PACKAGE_ROOT / f"{parts[1]}.py").is_file():
                     bad.append(f"{path.relative_to(PACKAGE_ROOT)}:{line}: {name}")
     assert bad == []
+
+
+def test_no_two_modules_share_a_name():
+    """``_patches.py`` in two places once made tracebacks and imports ambiguous to read: module names are unique."""
+    from collections import Counter
+
+    names = Counter(p.name for p in PACKAGE_ROOT.rglob("*.py") if p.name != "__init__.py")
+    assert [n for n, c in names.items() if c > 1] == []

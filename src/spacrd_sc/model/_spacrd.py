@@ -15,8 +15,8 @@ from .._utils import _resolve_device
 from . import _io
 from ._config import DEFAULT_PREDICT_BATCH_SIZE, ModelConfig, TrainingConfig, json_record
 from ._data import check_inputs, check_loop_args, resolve_fused_epochs
+from ._loops import Trained, build_net, infer, run_alignment, run_fusion
 from ._modules import SpaCRDNet
-from ._train import Trained, build_net, infer, run_alignment, run_fusion
 
 _INIT_SEED = 0
 
