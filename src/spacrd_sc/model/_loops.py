@@ -67,26 +67,26 @@ def train_alignment(
     net: SpaCRDNet,
     views: list[torch.Tensor],
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    temperature: float,
-    alpha: float,
+    schedule: TrainingConfig,
+    loss_weights: tuple[float, float],
     rng: np.random.Generator,
     device: str,
     progress_bar: bool,
-    amp: bool = False,
     desc: str = "SpaCRD alignment",
 ) -> list[float]:
-    """Stage 1: InfoNCE between two paired views of the same spots.
+    """Stage 1: InfoNCE between two paired views of the same spots, ``schedule.align_epochs`` epochs (resolved, an
+    integer) of Adam at ``schedule.align_lr``; ``loss_weights`` are ``(τ, α)``.
 
     ``views`` are two ``(n, d)`` tensors. With two encoders (image, gene) view 0 goes through the image
     encoder and view 1 through the gene encoder; with one encoder both views (a spot and the mean of its
     neighbours) go through it in a single pass, so BatchNorm sees both. Returns the per-epoch mean loss.
     """
+    temperature, alpha = loss_weights
+    epochs, amp = schedule.align_epochs, schedule.amp
+    batch_size = int(min(schedule.batch_size, views[0].shape[0]))
     encoders = net.encoders()
     params = [p for e in encoders for p in e.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=schedule.align_lr)
     for e in encoders:
         e.train()
     n = views[0].shape[0]
@@ -319,15 +319,11 @@ def run_alignment(
             hist = train_alignment(
                 net,
                 tensors,
-                epochs=epochs,
-                batch_size=int(min(train.batch_size, tensors[0].shape[0])),
-                lr=train.align_lr,
-                temperature=cfg.temperature,
-                alpha=cfg.alpha,
+                schedule=train.for_stage("alignment", epochs=epochs),
+                loss_weights=(cfg.temperature, cfg.alpha),
                 rng=np.random.default_rng(s),
                 device=device,
                 progress_bar=progress_bar,
-                amp=train.amp,
                 desc=_bar_desc("SpaCRD alignment", i, cfg.n_members),
             )
         nets.append(net)
