@@ -210,7 +210,7 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
     if ckey not in adata.obsp:
         raise KeyError(
             f"adata.obsp[{ckey!r}] is missing: build the spatial graph first with "
-            "`squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=6)` "
+            f"`squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs={k})` "
             "(or pass `neighbors_key=`)."
         )
     C = sparse.csr_matrix(adata.obsp[ckey])
@@ -245,8 +245,9 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
     if crossing:
         logger.warning(
             "The spatial graph links %d spot pairs across sections; those links were ignored. "
-            "Build it per section: `squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=6)`.",
+            "Build it per section: `squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=%d)`.",
             crossing,
+            k,
         )
     return out
 

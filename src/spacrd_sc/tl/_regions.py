@@ -13,6 +13,7 @@ from .._docs import inject_docs
 from .._logging import logger
 from .._spatial import _spot_diameter_px
 from .._utils import _get_table, _warn_overwrite
+from ..model import ModelConfig
 from ._evaluate import _calls
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _adjacency(adata: AnnData, neighbors_key: str) -> sparse.csr_matrix:
     if key not in adata.obsp:
         raise KeyError(
             f"adata.obsp[{key!r}] is missing; build the spot graph first, e.g. "
-            "`squidpy.gr.spatial_neighbors_knn(adata, n_neighs=6)`."
+            f"`squidpy.gr.spatial_neighbors_knn(adata, n_neighs={ModelConfig.n_neighbors})`."
         )
     a = sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
     a = ((a + a.T) > 0).astype(np.int64).tocsr()
