@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     import timm
     import torch
 
-    from spacrd_sc._patches import _PatchReader
+    from spacrd_sc._patch_reader import _PatchReader
     from spacrd_sc._utils import _resolve_device
     from spacrd_sc.model._backbones import build_backbone
     from spacrd_sc.tl._extract import _resolve_precision, extract_uni

@@ -190,3 +190,97 @@ def test_import_rules_catch_violations(tmp_path):
     model_bad = import_violations(pkg / "model" / "_y.py", pkg)
     assert len(model_bad) == 2 and "anndata" in model_bad[0] and "spacrd_sc.tl.align" in model_bad[1]
     assert import_violations(pkg / "io" / "_z.py", pkg) == []
+
+
+# ---------------------------------------------------------------------- no import circle, no upward import
+def _module_name(path: Path, root: Path = PACKAGE_ROOT) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:
+    """Module → package modules it imports (every import, lazy and type-checking ones included; ``from X import
+    y`` counts as importing ``X.y`` when that is a module, else ``X``)."""
+    paths = sorted(root.rglob("*.py"))
+    names = {_module_name(p, root) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for p in paths:
+        deps = set()
+        for _, name in _imports(p, root):
+            while name and name not in names:
+                name = name.rpartition(".")[0]
+            if name:
+                deps.add(name)
+        me = _module_name(p, root)
+        # a package's __init__ re-exports its own modules: that is not an import *by* them
+        graph[me] = {d for d in deps if d != me}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import circles among modules (not counting a package importing its own submodules, which is how
+    ``__init__`` re-exports them), as strongly connected components of more than one module."""
+    edges = {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle():
+    """No two modules import each other, directly or round a longer circle (e.g. the model and its training
+    loops: the loops return what they trained and only ``SpaCRD`` keeps it)."""
+    assert import_cycles(import_graph()) == []
+
+
+def test_import_circle_is_caught():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_upward_import_but_the_version():
+    """Modules of a subpackage import nothing from the package's ``__init__`` except ``__version__``."""
+    bad = []
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        if path.parent == PACKAGE_ROOT:
+            continue
+        for line, name in _imports(path, PACKAGE_ROOT):
+            parts = name.split(".")
+            if len(parts) == 2 and parts[0] == PACKAGE_ROOT.name and parts[1] != "__version__":
+                if not (PACKAGE_ROOT / parts[1]).is_dir() and not (PACKAGE_ROOT / f"{parts[1]}.py").is_file():
+                    bad.append(f"{path.relative_to(PACKAGE_ROOT)}:{line}: {name}")
+    assert bad == []
+
+
+def test_no_two_modules_share_a_name():
+    """``_patches.py`` in two places once made tracebacks and imports ambiguous to read: module names are unique."""
+    from collections import Counter
+
+    names = Counter(p.name for p in PACKAGE_ROOT.rglob("*.py") if p.name != "__init__.py")
+    assert [n for n, c in names.items() if c > 1] == []

@@ -26,15 +26,46 @@ LABEL_KEY = "cancer"
 PATHOLOGY_KEY = "pathology"
 #: Environment variable pointing at the local data folder (the one that holds ``her2st/``).
 DATA_DIR_ENV = "SPACRD_DATA_DIR"
+#: Column with the class name of each annotation polygon (read by :mod:`spacrd_sc.io`, written by
+#: :mod:`spacrd_sc.pp`).
+CLASS_COLUMN = "class"
+
+# ---------------------------------------------------------------------- physical facts
+#: Spot diameter (µm) of each platform, by ``uns['spatial'][lib]['metadata']['platform']``: legacy ST spots are
+#: 100 µm across (200 µm centre to centre), Visium spots 55 µm (100 µm centre to centre).
+SPOT_DIAMETER_UM = {"legacy_st": 100.0, "visium": 55.0}
 
 
 class Key:
-    """Every key the package derives from a user's ``key_added`` (one place, no string surgery elsewhere).
+    """Every key the package derives from a user's ``key_added`` or reads by scanpy/squidpy convention (one place,
+    no string surgery elsewhere; squidpy's ``Key`` is the model).
 
     ``cancer_score(..., key_added="spacrd")`` writes ``obs[Key.score("spacrd")]`` (``"spacrd_score"``),
     ``obs[Key.call("spacrd")]`` (``"spacrd_cancer"``), ``obsm[Key.embedding("spacrd")]`` (``"X_spacrd"``) and
-    ``uns["spacrd"]``.
+    ``uns["spacrd"]``; the spatial graph is ``obsp[Key.obsp.connectivities("spatial")]``.
     """
+
+    class obsp:
+        """``obsp`` keys of a squidpy spatial graph."""
+
+        @staticmethod
+        def connectivities(neighbors_key: str = SPATIAL_KEY) -> str:
+            """Graph adjacency, ``f"{neighbors_key}_connectivities"``."""
+            return f"{neighbors_key}_connectivities"
+
+        @staticmethod
+        def distances(neighbors_key: str = SPATIAL_KEY) -> str:
+            """Graph distances, ``f"{neighbors_key}_distances"``."""
+            return f"{neighbors_key}_distances"
+
+    class uns:
+        """Keys of scanpy's ``uns['spatial'][library_id]`` entry."""
+
+        spatial = SPATIAL_KEY
+        scalefactors = "scalefactors"
+        spot_diameter = "spot_diameter_fullres"
+        metadata = "metadata"
+        images = "images"
 
     @staticmethod
     def score(key_added: str = SCORE_KEY) -> str:

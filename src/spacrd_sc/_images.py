@@ -1,6 +1,6 @@
 """Image elements: build them (pyramid, chunks), list their levels, read image files, map frames (affines).
 
-Internal seam shared by :mod:`spacrd_sc.io`, :mod:`spacrd_sc._spatial` and :mod:`spacrd_sc._patches`.
+Internal seam shared by :mod:`spacrd_sc.io`, :mod:`spacrd_sc._spatial` and :mod:`spacrd_sc._patch_reader`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :func:`_spot_geometry` answers, for any section the readers produce (legacy ST, Visium, Visium HD, Xenium)
 or an AnnData with scanpy's ``uns['spatial']``: which image to read (element and pyramid level, or the
-``uns`` copy), the spot centres and the spot diameter in pixels of that image. :mod:`spacrd_sc._patches`
+``uns`` copy), the spot centres and the spot diameter in pixels of that image. :mod:`spacrd_sc._patch_reader`
 (hence ``pp.spot_patches`` and ``tl.extract_uni``) reads geometry only from here.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._constants import SPATIAL_KEY, TABLE_KEY
+from ._constants import SPATIAL_KEY, TABLE_KEY, Key
 from ._images import _affine_scale, _apply_affine, _as_uint8_rgb, _downscaled_rgb, _global_to_pixel, _image_levels
 from ._logging import logger
 from ._utils import _get_table
@@ -41,13 +41,19 @@ def _library_id(adata: AnnData, library_id: str | None = None) -> str:
     return library_id
 
 
+def _scalefactors(adata: AnnData, library_id: str | None = None) -> dict[str, float]:
+    """``uns['spatial'][lib]['scalefactors']`` (``{}`` when absent): the one reader of the scale factors."""
+    lib = _library_id(adata, library_id)
+    return dict(adata.uns[Key.uns.spatial][lib].get(Key.uns.scalefactors, {}) or {})
+
+
 def _spot_diameter_px(adata: AnnData, library_id: str | None = None) -> float:
     """Spot diameter in full-resolution image pixels (``uns['spatial'][lib]['scalefactors']``)."""
     lib = _library_id(adata, library_id)
-    sf = adata.uns[SPATIAL_KEY][lib].get("scalefactors", {})
-    if "spot_diameter_fullres" not in sf:
-        raise KeyError(f"adata.uns['spatial'][{lib!r}]['scalefactors'] has no 'spot_diameter_fullres'.")
-    return float(sf["spot_diameter_fullres"])
+    sf = _scalefactors(adata, lib)
+    if Key.uns.spot_diameter not in sf:
+        raise KeyError(f"adata.uns['spatial'][{lib!r}]['scalefactors'] has no {Key.uns.spot_diameter!r}.")
+    return float(sf[Key.uns.spot_diameter])
 
 
 def _set_scanpy_spatial(
@@ -337,7 +343,7 @@ def _spot_geometry(
         image_key = "hires" if "hires" in imgs else ("lowres" if "lowres" in imgs else next(iter(imgs)))
     if image_key not in imgs:
         raise KeyError(f"No image {image_key!r} in uns['spatial'][{lib!r}]['images'] ({list(imgs)}).")
-    scalef = float(dict(entry.get("scalefactors", {}) or {}).get(f"tissue_{image_key}_scalef", 1.0))
+    scalef = float(_scalefactors(adata, lib).get(f"tissue_{image_key}_scalef", 1.0))
     logger.warning(
         "Cutting patches from the downscaled %r image of uns['spatial'][%r] (scale %.4g of full "
         "resolution); pass the SpatialData for full-resolution patches.",

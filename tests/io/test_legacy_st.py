@@ -250,7 +250,7 @@ def test_multiscale_write_read_roundtrip(tiny_legacy_st, tmp_path, monkeypatch):
 
     import spatialdata as sd
 
-    from spacrd_sc import _patches
+    from spacrd_sc import _patch_reader as _patches
     from spacrd_sc.pp import spot_patches
 
     rng = np.random.default_rng(0)

@@ -368,3 +368,37 @@ def test_legacy_folder_weights_still_verified(tmp_path):
     (folder / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="does not match the checksum recorded in config.json"):
         SpaCRD.load(folder)
+
+
+def test_training_config_saved_and_old_folders_get_the_defaults(fitted_image, saved):
+    from spacrd_sc.model import TrainingConfig
+
+    loaded = SpaCRD.load(saved, device="cpu")
+    assert loaded.training_config == fitted_image.training_config
+    assert loaded.training_config.fusion_epochs == 12 and loaded.training_config.batch_size == 64
+    meta = json.loads((saved / "config.json").read_text())
+    assert meta["training_config"] == fitted_image.training_config.to_dict()
+    del meta["training_config"]  # as written before the entry existed
+    (saved / "config.json").write_text(json.dumps(meta))
+    _remanifest(saved)
+    assert SpaCRD.load(saved, device="cpu").training_config == TrainingConfig()
+
+
+@pytest.mark.parametrize(
+    ("entry", "option", "value"),
+    [("config", "linear_skip", True), ("training_config", "gene_dropout", 0.2), ("training_config", "lr", 1e-3)],
+)
+def test_removed_or_unknown_options_in_a_saved_model(saved, entry, option, value):
+    """A folder that used an option removed from spacrd_sc is refused with an error naming it; the same option
+    switched off (as every model of the versions that had it recorded) loads."""
+    meta = json.loads((saved / "config.json").read_text())
+    meta[entry][option] = value
+    (saved / "config.json").write_text(json.dumps(meta))
+    _remanifest(saved)
+    with pytest.raises(ValueError, match=option):
+        SpaCRD.load(saved, device="cpu")
+    if option != "lr":
+        meta[entry][option] = False if option == "linear_skip" else 0.0
+        (saved / "config.json").write_text(json.dumps(meta))
+        _remanifest(saved)
+        assert SpaCRD.load(saved, device="cpu").is_fitted

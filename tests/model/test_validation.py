@@ -82,11 +82,33 @@ def test_boolean_labels_accepted(section):
         ({"epochs": 4, "fused_epochs": 4}, "leaves no classifier epoch"),
         ({"batching": "spatial"}, "batching must be"),
         ({"device": "tpu"}, "Unknown device"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
     ],
 )
 def test_bad_training_settings(model, section, kwargs, match):
     with pytest.raises(ValueError, match=match):
         model.fit_fusion(**_args(section), y=section["y"], **{**FAST, **kwargs})
+    assert not model.is_fitted
+
+
+def test_training_config_names_and_stages(model, section):
+    """One TrainingConfig: ``epochs`` / ``lr`` name the stage's fields; unknown (or removed) options are refused
+    before any work; a config can be passed whole."""
+    from spacrd_sc.model import TrainingConfig
+
+    cfg = TrainingConfig()
+    assert cfg.for_stage("fusion", epochs=3, lr=0.1).fusion_epochs == 3
+    assert cfg.for_stage("alignment", epochs=3).align_epochs == 3 and cfg.alignment_epochs("both") == 20
+    assert cfg.alignment_epochs("expression") == 5 and cfg.fusion_epochs == 8
+    assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ("gene_dropout", "label_smoothing", "align_epochs"):
+        with pytest.raises(TypeError, match=bad):
+            model.fit_fusion(**_args(section), y=section["y"], **{bad: 1}, **FAST)
+    with pytest.raises(TypeError, match="TrainingConfig"):
+        model.fit_fusion(**_args(section), y=section["y"], config={"fusion_epochs": 2}, **FAST)
+    model.fit_fusion(**_args(section), y=section["y"], config=TrainingConfig(fusion_epochs=2, seed=3), **FAST)
+    assert model.training_config.seed == 3 and model.training_params["fusion"]["member_seeds"][0] == 3
+    assert len(model.history["cls"]) == 1
 
 
 def test_predict_before_fit(model, section):

@@ -107,7 +107,7 @@ def test_score_distribution_says_when_the_rule_cuts_the_smoothed_score(scored: A
     scored.uns["spacrd"]["params"] = {"threshold": "half_smooth"}
     ax = sc_crd.pl.score_distribution(scored, show=False)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["threshold 0.50 (on the neighbourhood mean)"]
-    scored.uns["spacrd"]["params"] = {"threshold": "gmm3"}
+    scored.uns["spacrd"]["params"] = {"threshold": "gmm"}
     ax = sc_crd.pl.score_distribution(scored, show=False)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["threshold 0.50"]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spacrd_sc import _patches
+from spacrd_sc import _patch_reader as _patches
 from spacrd_sc._images import _image_model
-from spacrd_sc._patches import PAD_VALUE, _PatchReader
+from spacrd_sc._patch_reader import PAD_VALUE, _PatchReader
 from spacrd_sc.pp import spot_patches
 
 

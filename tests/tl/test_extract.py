@@ -75,7 +75,7 @@ def small_weights(tmp_path_factory):
 
 
 def _reader(data, size):
-    from spacrd_sc._patches import _PatchReader
+    from spacrd_sc._patch_reader import _PatchReader
 
     return _PatchReader(data, size=size)
 

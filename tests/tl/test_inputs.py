@@ -50,58 +50,10 @@ def test_scaling_is_per_section(method):
         _inputs._scale_per_section(X, sec, "zscore")
 
 
-def test_balanced_weights_give_each_class_half():
-    sec = np.r_[np.zeros(10, int), np.ones(8, int), np.full(5, 2)]
-    y = np.r_[np.ones(8), np.zeros(2), np.ones(2), np.zeros(6), np.zeros(5)]  # 80 %, 25 %, no cancer
-    w = _inputs.balanced_weights(sec, y)
-    for s in (0, 1):
-        m = sec == s
-        np.testing.assert_allclose([w[m & (y == 1)].sum(), w[m & (y == 0)].sum()], [0.5, 0.5])
-    np.testing.assert_allclose(w[sec == 2], 1 / 5)  # a single class: the plain z-score's uniform weights
-    p = np.r_[np.full(10, 0.8), np.full(8, 0.2), np.full(5, 0.01)]  # probabilities work the same way
-    w = _inputs.balanced_weights(sec, p)
-    np.testing.assert_allclose([w[sec == 0].sum(), w[sec == 1].sum()], 1.0)
-    np.testing.assert_allclose(w[sec == 2], 1 / 5)  # 0.05 spots' worth of cancer: too little to balance
-
-
-def test_balanced_scaling_does_not_depend_on_the_tissue_mix():
-    """Same two tissues in a 85 %-tumour and a 20 %-tumour section: the plain z-score moves the tumour spots'
-    features with the mix, the balanced one puts both classes at the same place in both sections."""
-    rng = np.random.default_rng(0)
-    n = (200, 200)
-    y = np.r_[rng.random(n[0]) < 0.85, rng.random(n[1]) < 0.2].astype(float)
-    sec = np.r_[np.zeros(n[0], int), np.ones(n[1], int)]
-    shift = np.r_[np.zeros(n[0]), np.full(n[1], 4.0)][:, None]  # a batch offset of the second section
-    X = (rng.normal(0, 1, (sum(n), 3)) + 2.0 * y[:, None] + shift).astype(np.float32)
-
-    def class_means(Z):
-        return [[Z[(sec == s) & (y == c)].mean(0) for c in (0, 1)] for s in (0, 1)]
-
-    plain = class_means(_inputs._scale_per_section(X.copy(), sec, "standard"))
-    bal = class_means(_inputs._scale_per_section(X.copy(), sec, "balanced", _inputs.balanced_weights(sec, y)))
-    for c in (0, 1):
-        assert np.abs(plain[0][c] - plain[1][c]).min() > 0.8  # the mix moves the plain z-score
-        np.testing.assert_allclose(bal[0][c], bal[1][c], atol=0.25)
-    # without weights the balanced scaling is the plain z-score
-    np.testing.assert_allclose(
-        _inputs._scale_per_section(X.copy(), sec, "balanced"), _inputs._scale_per_section(X.copy(), sec, "standard")
-    )
-
-
-def test_scale_arrays_copies_and_checks(sources):
-    spec = _inputs.FeatureSpec(genes=tuple(sources.var_names[:20]), scaling="balanced")
-    raw = _inputs.model_arrays_unscaled(sources, spec)
-    before = raw.x_gene.copy()
-    y = sources.obs["cancer"].to_numpy()
-    w = _inputs.balanced_weights(raw.sections, y)
-    out = _inputs.scale_arrays(raw, "balanced", w)
-    np.testing.assert_array_equal(raw.x_gene, before)  # the unscaled arrays are kept for the next round
-    np.testing.assert_allclose(out.x_gene, _inputs.model_arrays(sources, spec, weights=w).x_gene)
-    with pytest.raises(ValueError, match="'balanced' scaling only"):
-        _inputs.scale_arrays(raw, "standard", w)
-    with pytest.raises(ValueError, match="needs their labels"):
-        _inputs.source_weights(sources, spec, None)
-    assert _inputs.source_weights(sources, dataclasses.replace(spec, scaling="standard"), None) is None
+def test_removed_balanced_scaling_is_named():
+    """A model saved with the removed ``scaling="balanced"`` gets an error that names it, not a bare 'unknown'."""
+    with pytest.raises(ValueError, match="scaling='balanced', an option removed"):
+        _inputs.FeatureSpec(genes=("g0",), scaling="balanced")
 
 
 def test_gene_matrix_reorders_and_fills_absent():
@@ -289,25 +241,3 @@ def test_gene_checks_name_the_problem():
     a.var_names = ["g0", "g1", "g1", "g3"]
     with pytest.raises(ValueError, match="duplicated gene names .*'g1'"):
         _inputs.check_var_names(a)
-
-
-def test_rebalance_stops_when_scores_settle(caplog):
-    sec = np.zeros(6, int)
-    seen = []
-
-    def settles(w):  # the scores stop moving after the second re-centring
-        seen.append(w)
-        return np.full(6, 0.5) if len(seen) < 2 else np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])
-
-    p, rounds = _inputs.rebalance(settles, lambda p: p, np.array([0.8, 0.8, 0.8, 0.2, 0.2, 0.2]), sec)
-    assert rounds == 3 and p[0] == 0.9
-    np.testing.assert_allclose(seen[0], _inputs.balanced_weights(sec, np.array([0.8] * 3 + [0.2] * 3)))
-
-    def flips(w):  # never settles: stops at the cap and says so
-        flips.n += 1
-        return np.full(6, 0.2 if flips.n % 2 else 0.8)
-
-    flips.n = 0
-    with caplog.at_level("WARNING", logger="spacrd_sc"):
-        _, rounds = _inputs.rebalance(flips, lambda p: p, np.full(6, 0.5), sec)
-    assert rounds == _inputs.BALANCED_MAX_ROUNDS and "did not settle" in caplog.text

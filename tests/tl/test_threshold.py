@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import sparse
-from scipy.special import expit
 
 import spacrd_sc as sc_crd
 from spacrd_sc.tl._threshold import call_cancer, call_sections, prior_shift, smooth_scores, threshold_uns
@@ -32,37 +31,15 @@ def test_gmm_on_probabilities_cuts_between_modes():
     assert info["rule"] == "gmm" and info["gmm"]["means"][0] < info["threshold"] < info["gmm"]["means"][1]
 
 
-def test_gmm_logit_recovers_the_crossing_on_the_logit_scale():
-    # logits N(−2, 1) with weight 0.3 and N(2, 1) with weight 0.7 cross at t = −log(0.7 / 0.3) / 4
-    rng = np.random.default_rng(1)
-    z = np.r_[rng.normal(-2, 1, 3000), rng.normal(2, 1, 7000)]
-    _, info = call_cancer(expit(z), "gmm_logit")
-    assert info["threshold"] == pytest.approx(expit(-np.log(7 / 3) / 4), abs=0.03)
+def test_only_the_documented_rules_remain():
+    """The default, the paper's mixture, the prevalence-based rule, and a number; removed names say so."""
+    from spacrd_sc.tl._threshold import DEFAULT_RULE, RULES
 
-
-def test_gmm3_keeps_a_spread_cancer_mode_that_gmm_splits():
-    # a tumour-dominated section: 15 % non-cancer at 0.1, cancer in two modes (0.45 mixed spots, 0.85 core)
-    rng = np.random.default_rng(2)
-    n0, n1, n2 = 300, 700, 1000
-    p = np.clip(np.r_[rng.normal(0.1, 0.04, n0), rng.normal(0.45, 0.06, n1), rng.normal(0.85, 0.05, n2)], 0, 1)
-    calls, info = call_cancer(p, "gmm3")
-    assert info["rule"] == "gmm3" and len(info["gmm"]["means"]) == 3 and info["gmm"]["crossing"]
-    assert info["gmm"]["means"][0] < info["threshold"] < info["gmm"]["means"][1]
-    assert 0.2 < info["threshold"] < 0.3  # the low component meets the middle one
-    assert calls[:n0].mean() < 0.01 and calls[n0:].mean() > 0.99
-    gmm_calls, _ = call_cancer(p, "gmm")
-    assert gmm_calls[n0 : n0 + n1].mean() < 0.5  # the 2-component fit puts most mixed spots with non-cancer
-
-
-def test_gmm3_needs_enough_distinct_scores():
-    with pytest.raises(ValueError, match="3 distinct"):
-        call_cancer(np.array([0.1, 0.1, 0.9, 0.9, 0.1, 0.9]), "gmm3")
-
-
-def test_half_is_the_models_own_cut():
-    p = np.array([0.1, 0.49, 0.5, 0.9])
-    calls, info = call_cancer(p, "half")
-    assert info["threshold"] == 0.5
+    assert RULES == ("half_smooth", "gmm", "prior") and DEFAULT_RULE == "half_smooth"
+    for removed in ("half", "gmm3", "gmm_logit", "prior_smooth"):
+        with pytest.raises(ValueError, match=f"{removed!r} was removed"):
+            call_cancer(np.array([0.2, 0.7]), removed)
+    calls, info = call_cancer(np.array([0.1, 0.49, 0.5, 0.9]), 0.5)  # what "half" was
     np.testing.assert_array_equal(calls, [False, False, True, True])
 
 
@@ -102,7 +79,7 @@ def test_smoothing_removes_salt_and_pepper_errors():
     p = np.where(y, 0.8, 0.2) + rng.normal(0, 0.05, n * n)
     flip = rng.random(n * n) < 0.15
     p[flip] = 1 - p[flip]
-    raw, _ = call_cancer(p, "half")
+    raw, _ = call_cancer(p, 0.5)
     smoothed, info = call_cancer(p, "half_smooth", connectivities=C)
     assert (smoothed == y).mean() > (raw == y).mean() + 0.1
     assert info["rule"] == "half_smooth"
@@ -112,12 +89,12 @@ def test_fixed_threshold_and_bad_rules():
     calls, info = call_cancer(np.array([0.2, 0.7]), 0.6)
     assert info == {"rule": "fixed", "threshold": 0.6, "called_share": 0.5}
     np.testing.assert_array_equal(calls, [False, True])
-    with pytest.raises(ValueError, match="Unknown threshold rule 'otsu'"):
+    with pytest.raises(ValueError, match="threshold must be a number or one of .* got 'otsu'"):
         call_cancer(np.array([0.2, 0.7]), "otsu")
     with pytest.raises(ValueError, match="training cancer share"):
         call_cancer(np.array([0.2, 0.7]), "prior")
     with pytest.raises(ValueError, match="spatial graph"):
-        call_cancer(np.array([0.2, 0.7]), "gmm_smooth")
+        call_cancer(np.array([0.2, 0.7]), "half_smooth")
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         prior_shift(np.array([0.2, 0.7]), 1.0)
     with pytest.raises(ValueError, match=r"expected \(2, 2\)"):
@@ -140,7 +117,7 @@ def test_call_sections_runs_each_section_on_its_own():
     assert single["cancer_share"] == infos["A"]["cancer_share"]
 
 
-@pytest.mark.parametrize("rule", ["prior", "gmm_logit_smooth", "gmm3"])
+@pytest.mark.parametrize("rule", ["prior", "half_smooth", "gmm"])
 def test_cancer_score_records_the_rule(sources, target, rule):
     fast = {"epochs": 2, "device": "cpu", "progress_bar": False}
     small = {"model_kwargs": {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8}}
@@ -153,11 +130,11 @@ def test_cancer_score_records_the_rule(sources, target, rule):
     if rule == "prior":
         assert 0 < uns["cancer_share"] < 1
         expected = score >= uns["threshold"]
-    elif rule == "gmm3":
-        assert len(uns["gmm"]["means"]) == 3
+    elif rule == "gmm":
+        assert len(uns["gmm"]["means"]) == 2
         expected = score >= uns["threshold"]
     else:
-        assert "gmm" in uns
+        assert uns["threshold"] == 0.5
         conn = target.obsp["spatial_connectivities"]
         expected = smooth_scores(score, conn) >= uns["threshold"]
     np.testing.assert_array_equal(target.obs["spacrd_cancer"].to_numpy(), expected)

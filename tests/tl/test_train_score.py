@@ -165,8 +165,10 @@ def test_bad_inputs(sources, target, trained):
     s1.obs["cancer"] = False
     with pytest.raises(ValueError, match="single class"):
         sc_crd.tl.fit_vrbca(s1, trained, **FAST)
-    with pytest.raises(ValueError, match="label_smoothing must be in"):
-        sc_crd.tl.fit_vrbca(sources, trained, label_smoothing=1.5, **FAST)
+    with pytest.raises(ValueError, match="fused_epochs must be a non-negative integer"):
+        sc_crd.tl.fit_vrbca(sources, trained, fused_epochs=-1, **FAST)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        sc_crd.tl.align(sources, lr=0.0, **FAST)
     s2 = sources.copy()
     del s2.obsp["spatial_connectivities"]
     with pytest.raises(KeyError, match="squidpy.gr.spatial_neighbors"):
@@ -191,9 +193,10 @@ def test_gene_sets_and_key_added(sources, target):
     panel = [f"g{j}" for j in range(0, 120, 2)] + ["NOT_IN_SOURCES", "g0"]
     m = sc_crd.tl.align(sources, target_genes=panel, n_top_genes=20, **SMALL, **{**FAST, "epochs": 1})
     assert len(m.genes) == 20 and set(m.genes) <= set(panel[:60])
-    sc_crd.tl.fit_vrbca(sources, m, key_added="run1", label_smoothing=0.1, **{**FAST, "epochs": 2})
+    sc_crd.tl.fit_vrbca(sources, m, key_added="run1", **{**FAST, "epochs": 2})
     assert sources.obsm["X_run1"].shape == (sources.n_obs, D) and "X_spacrd" not in sources.obsm
-    assert m.training_params["fusion"]["label_smoothing"] == 0.1
+    # one TrainingConfig records both stages' settings as given to align and fit_vrbca
+    assert (m.training_config.align_epochs, m.training_config.fusion_epochs) == (1, 2)
     sc_crd.tl.cancer_score(target, m, key_added="run1")
     assert {"run1_score", "run1_cancer"} <= set(target.obs) and "X_run1" in target.obsm and "run1" in target.uns
     with pytest.raises(ValueError, match="match up to letter case"):
@@ -204,71 +207,3 @@ def test_gene_sets_and_key_added(sources, target):
         sc_crd.tl.align(sources, genes=["g1", "XIST"], **FAST)
     with pytest.raises(ValueError, match="not in target_genes"):
         sc_crd.tl.align(sources, genes=["g1", "g2"], target_genes=["g1"], **FAST)
-
-
-def test_adapt_batchnorm_is_per_section(sources, trained):
-    """AdaBN on a multi-section table scores each section as if it were scored alone; the model is unchanged."""
-    plain = sc_crd.tl.cancer_score(sources, trained, library_key="section", copy=True)
-    both = sc_crd.tl.cancer_score(sources, trained, library_key="section", adapt_batchnorm=True, copy=True)
-    assert both.uns["spacrd"]["params"]["adapt_batchnorm"] is True
-    assert plain.uns["spacrd"]["params"]["adapt_batchnorm"] is False
-    assert not np.allclose(both.obs["spacrd_score"], plain.obs["spacrd_score"], atol=1e-4)
-    for s in ("S0", "S2"):
-        alone = sources[sources.obs["section"] == s].copy()
-        sc_crd.tl.cancer_score(alone, trained, library_key=None, adapt_batchnorm=True)
-        m = (both.obs["section"] == s).to_numpy()
-        np.testing.assert_allclose(both.obs["spacrd_score"].to_numpy()[m], alone.obs["spacrd_score"], atol=1e-6)
-        np.testing.assert_allclose(both.obsm["X_spacrd"][m], alone.obsm["X_spacrd"], atol=1e-5)
-    again = sc_crd.tl.cancer_score(sources, trained, library_key="section", copy=True)
-    np.testing.assert_array_equal(again.obs["spacrd_score"], plain.obs["spacrd_score"])
-
-
-def test_balanced_scaling_calls_a_tumour_dominated_section(tmp_path, sources):
-    """A target that is ~77 % cancer (sources ~25 %): the plain z-score centres it on tumour and under-calls it;
-    the balanced scaling (source labels at training, the model's own scores at scoring) calls it near its share.
-    """
-    from _helpers.sections import make_section, with_graph
-
-    target = with_graph(make_section("T", seed=11, depth=0.8, cancer_radius=0.6))
-    true_share = target.obs["cancer"].mean()
-    called = {}
-    for scaling in ("standard", "balanced"):  # enough fusion epochs for scores that separate at 0.5
-        model = sc_crd.tl.align(sources, n_top_genes=60, scaling=scaling, **SMALL, **FAST)
-        sc_crd.tl.fit_vrbca(sources, model, **{**FAST, "epochs": 20}, lr=1e-3)
-        t = sc_crd.tl.cancer_score(target, model, threshold="half", copy=True)
-        called[scaling] = t.obs["spacrd_cancer"].mean()
-        rounds = t.uns["spacrd"]["params"]["scaling_rounds"]
-        assert t.uns["spacrd"]["params"]["scaling"] == scaling
-        assert (rounds == 0) if scaling == "standard" else (1 <= rounds < 20)
-    assert abs(called["balanced"] - true_share) < 0.1, (called, true_share)
-    assert called["standard"] < true_share - 0.15, (called, true_share)
-    # the setting travels with the model; a reloaded model scores the same
-    model.save(tmp_path / "m")
-    again = sc_crd.tl.cancer_score(target, sc_crd.SpaCRD.load(tmp_path / "m"), threshold="half", copy=True)
-    assert sc_crd.SpaCRD.load(tmp_path / "m").preprocessing["scaling"] == "balanced"
-    np.testing.assert_allclose(again.obs["spacrd_score"], t.obs["spacrd_score"], atol=1e-6)
-
-
-def test_balanced_scaling_needs_labels_before_training(sources):
-    del sources.obs["cancer"]
-    with pytest.raises(KeyError, match="label_key 'cancer'"):
-        sc_crd.tl.align(sources, scaling="balanced", **FAST)
-    sources.obs["tumour"] = sources.obs_names.str.endswith(("1", "3"))
-    model = sc_crd.tl.align(sources, n_top_genes=60, scaling="balanced", label_key="tumour", **SMALL, **FAST)
-    assert model.preprocessing["scaling"] == "balanced"
-
-
-def test_section_alignment_through_tl(sources, target):
-    """``fit_vrbca(section_alignment=..., gene_dropout=...)`` reads the sections from the model's ``library_key``,
-    records both and the per-epoch shift, and the model scores a new section; without a library key it fails first."""
-    m = sc_crd.tl.align(sources, n_top_genes=40, **SMALL, **{**FAST, "epochs": 1})
-    sc_crd.tl.fit_vrbca(sources, m, section_alignment=1.0, gene_dropout=0.2, **{**FAST, "epochs": 4})
-    assert m.training_params["fusion"]["section_alignment"] == 1.0
-    assert m.training_params["fusion"]["gene_dropout"] == 0.2
-    assert len(m.history["section_shift"]) == 4 and all(np.isfinite(m.history["section_shift"]))
-    sc_crd.tl.cancer_score(target, m)
-    assert target.obs["spacrd_score"].between(0, 1).all()
-    one = sc_crd.tl.align(sources, n_top_genes=40, library_key=None, **SMALL, **{**FAST, "epochs": 1})
-    with pytest.raises(ValueError, match="needs `library_key`"):
-        sc_crd.tl.fit_vrbca(sources, one, section_alignment=1.0, **FAST)
-    assert not one.is_fitted

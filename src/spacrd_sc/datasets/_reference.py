@@ -50,6 +50,8 @@ def _her2st_sources(path: str | Path | None) -> Any:
     import anndata as ad
     import squidpy as sq
 
+    from ..model import ModelConfig
+
     tables = {}
     for name in LABELLED:
         t = her2st(name, path=path).tables["table"]
@@ -57,7 +59,7 @@ def _her2st_sources(path: str | Path | None) -> Any:
             t.X, obs=t.obs[[LABEL_KEY]].copy(), var=t.var[[]].copy(), obsm={"spatial": t.obsm["spatial"]}
         )
     sources = ad.concat(tables, label=LIBRARY_KEY, join="inner", index_unique="-")
-    sq.gr.spatial_neighbors_knn(sources, library_key=LIBRARY_KEY, n_neighs=6)
+    sq.gr.spatial_neighbors_knn(sources, library_key=LIBRARY_KEY, n_neighs=ModelConfig.n_neighbors)
     return sources
 
 

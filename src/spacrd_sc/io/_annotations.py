@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._geometry import AREA_TYPES, _check_geometry
+from .._constants import CLASS_COLUMN
 from .._logging import logger
 from ._checks import _number
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from geopandas import GeoDataFrame
     from shapely.geometry.base import BaseGeometry
 
-#: Column of the class name in the GeoDataFrames read and written here.
-CLASS_COLUMN = "class"
 #: Properties tried in turn when no ``class_key`` is given (QuPath: ``classification.name``, then ``name``).
 DEFAULT_CLASS_KEYS = ("classification.name", "classification", "name")
 #: GeoJSON geometry types (RFC 7946). Only the areal ones label spots; the others are skipped with a warning.

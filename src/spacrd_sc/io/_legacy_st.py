@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import IMAGE_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOTS_KEY, TABLE_KEY
+from .._constants import IMAGE_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOT_DIAMETER_UM, SPOTS_KEY, TABLE_KEY
 from .._images import GLOBAL_CS, _check_path, _image_model, _read_image_file
 from .._logging import logger
 from .._spatial import _add_scanpy_spatial, _check_spots_inside
@@ -164,7 +164,7 @@ def legacy_st(
     image: str | Path | np.ndarray | Any | None = None,
     *,
     library_id: str | None = None,
-    spot_diameter_um: float = 100.0,
+    spot_diameter_um: float = SPOT_DIAMETER_UM["legacy_st"],
     spot_spacing_um: float = 200.0,
     pixel_size_um: float | None = None,
     image_scale: float = 1.0,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._constants import INSTANCE_KEY, REGION_KEY, SPATIAL_KEY
+from .._constants import INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOT_DIAMETER_UM
 from .._images import GLOBAL_CS, _image_hw, _image_levels, _image_model, _read_he_lazy
 from .._logging import logger
 from .._spatial import _add_scanpy_spatial
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 #: Default side of the square bins that Visium HD and Xenium are aggregated to (a Visium spot is 55 µm wide).
-DEFAULT_BIN_UM = 55.0
+DEFAULT_BIN_UM = SPOT_DIAMETER_UM["visium"]
 _VISIUM_COUNTS = "filtered_feature_bc_matrix.h5"
 _SCALEFACTORS = "scalefactors_json.json"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._backbones import BackboneSpec, available_backbones, build_backbone, get_backbone_spec
-from ._config import ModelConfig
+from ._config import ModelConfig, TrainingConfig
 from ._spacrd import NotFittedError, Prediction, SpaCRD
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "NotFittedError",
     "Prediction",
     "SpaCRD",
+    "TrainingConfig",
     "available_backbones",
     "build_backbone",
     "get_backbone_spec",

@@ -1,4 +1,5 @@
-"""`ModelConfig`: the constructor arguments of :class:`~spacrd_sc.model.SpaCRD`, checked and serialisable."""
+"""Every default of the model in one file: :class:`ModelConfig` (what the network is) and :class:`TrainingConfig`
+(how it is trained), both checked on construction and saved with the model (``config.json``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODALITIES = ("both", "expression", "image")
+#: Spatial neighbours of each spot: the ``k`` of the squidpy graph and of the model's token sequence (the 6
+#: adjacent spots of a Visium / legacy-ST grid).
+N_NEIGHBORS = 6
 #: Gene principal components in front of the gene encoder (for 3000 genes: 0.26 M instead of 3.1 M weights
 #: in the first layer, and the low-variance gene directions, mostly noise, left out).
 DEFAULT_N_PCS = 256
-#: Networks per model (a seed ensemble; probabilities averaged): 3, chosen over one network by nested
-#: leave-one-section-out CV on her2st (benchmarks/results/her2st_nested.md, fourth round).
+#: Networks per model (a seed ensemble; probabilities averaged; member ``i`` trained from seed ``seed + i``).
+#: Part of :class:`ModelConfig`, not :class:`TrainingConfig`: the saved weights hold one network per member.
 DEFAULT_N_MEMBERS = 3
+#: Stage-1 epochs of the single-encoder modes (the label-free neighbourhood contrast of the image-less model).
+DEFAULT_ALIGN_EPOCHS = 5
+#: Stage-1 epochs of the image-gene alignment (``mode="both"``; not measurable on her2st, which has no labelled H&E).
+DEFAULT_ALIGN_EPOCHS_IMAGE_GENE = 20
+DEFAULT_ALIGN_LR = 1e-3
+#: Fusion epochs (stages 2 + 3): the first half optimise ``L_fused``, the rest ``L_cls``. Short training leaves the
+#: scores of unseen patients graded instead of pinned at 0 and 1.
+DEFAULT_FUSION_EPOCHS = 8
+DEFAULT_FUSION_LR = 5e-4
+DEFAULT_BATCH_SIZE = 512
+#: Spots per inference batch of :meth:`~spacrd_sc.SpaCRD.predict`.
+DEFAULT_PREDICT_BATCH_SIZE = 4096
+BATCHINGS = ("local", "random")
+#: Options that earlier versions offered and that were removed (not adopted by the nested comparison on her2st),
+#: with the value that means "off". A saved model that used one (another value) is refused with a clear error.
+REMOVED_MODEL_OPTIONS = {"linear_skip": False}
+REMOVED_TRAINING_OPTIONS = {"label_smoothing": 0.0, "section_alignment": 0.0, "gene_dropout": 0.0}
+
+
+def check_removed(d: Mapping[str, Any], removed: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``d`` without the entries of removed options that are off; a clear error for one that is on."""
+    on = {k: d[k] for k in removed if k in d and d[k] != removed[k]}
+    if on:
+        name, value = next(iter(on.items()))
+        raise ValueError(
+            f"This {what} uses {name}={value!r}, an option removed from spacrd_sc (it was not adopted); "
+            "load and use it with spacrd_sc 0.x before the removal, or train a new model."
+        )
+    return {k: v for k, v in d.items() if k not in removed}
 
 
 def _positive_int_or_none(value: Any, name: str) -> int | None:
@@ -50,7 +83,7 @@ class ModelConfig:
     temperature: float = 0.07
     alpha: float = 0.5
     n_heads: int = 8
-    n_neighbors: int = 6
+    n_neighbors: int = N_NEIGHBORS
     latent_dim: int = 64
     beta: float = 0.5
     gamma: float = 0.1
@@ -60,7 +93,6 @@ class ModelConfig:
     modality: str = "both"
     n_pcs: int | None = field(default=DEFAULT_N_PCS)
     n_members: int = DEFAULT_N_MEMBERS
-    linear_skip: bool = False
 
     def __post_init__(self) -> None:
         genes = self.genes
@@ -99,8 +131,6 @@ class ModelConfig:
             raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}.")
         if self.modality == "image" and n_image is None:
             raise ValueError("modality='image' needs n_image_features (the size of the image features).")
-        if self.linear_skip and self.modality == "image":
-            raise ValueError("linear_skip adds a linear term on the gene inputs; modality='image' has none.")
         normalised = {
             "genes": genes,
             "n_image_features": n_image,
@@ -118,7 +148,6 @@ class ModelConfig:
             "use_vae": bool(self.use_vae),
             "n_pcs": _positive_int_or_none(self.n_pcs, "n_pcs"),
             "n_members": int(self.n_members),
-            "linear_skip": bool(self.linear_skip),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -166,8 +195,6 @@ class ModelConfig:
         head = "category-regularised VAE + discriminator on [mu, logvar]"
         if not self.use_vae:
             head = "discriminator on h* (no VAE)"
-        if self.linear_skip:
-            head += " + a linear term on the neighbourhood-mean gene inputs"
         text = f"{text}; head: {head}"
         if self.n_members > 1:
             text += f"; an ensemble of {self.n_members} networks from consecutive seeds (probabilities averaged)"
@@ -184,9 +211,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
         """Inverse of :meth:`to_dict`; also reads configs saved before ``n_pcs`` existed (genes fed directly) and
-        before ``n_members`` existed (one network)."""
+        before ``n_members`` existed (one network), and those that name a removed option switched off."""
         if not isinstance(d, Mapping):
             raise ValueError(f"A model config must be a mapping, got {type(d).__name__}.")
+        d = check_removed(d, REMOVED_MODEL_OPTIONS, "saved model config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -201,3 +229,128 @@ class ModelConfig:
         if isinstance(genes, str) or not hasattr(genes, "__iter__"):
             raise TypeError("genes must be a sequence of gene names, not a single string.")
         return cls(tuple(genes), n_image_features, **kwargs)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < minimum:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a SpaCRD model is trained: every training default, checked on construction (the ``training_config``
+    entry of a saved model's ``config.json``).
+
+    :func:`spacrd_sc.tl.align` and :func:`spacrd_sc.tl.fit_vrbca` build one from their keyword arguments;
+    :meth:`~spacrd_sc.SpaCRD.fit_alignment` and :meth:`~spacrd_sc.SpaCRD.fit_fusion` take one (``config=``) or
+    start from the model's own (:attr:`~spacrd_sc.SpaCRD.training_config`).
+
+    Defaults, measured on a 2-core CPU (≈3000 spots × 3000 genes, k = 6): alignment 5 epochs for the image-less
+    model (20 for the image-gene alignment), Adam lr 1e-3; fusion 8 epochs (4 + 4), lr 5e-4; batches of 512 spots
+    made of compact neighbourhood groups. The reference (lr 1e-5, 100 + 100 epochs) under-trains at this budget;
+    the values were chosen by nested leave-one-section-out CV on her2st (``benchmarks/README.md``).
+
+    Parameters
+    ----------
+    align_epochs
+        Stage-1 epochs; ``None``: 5 for the single-encoder modes, 20 for the image-gene alignment.
+    align_lr
+        Stage-1 Adam learning rate.
+    fusion_epochs
+        Stages 2 + 3 epochs.
+    fused_epochs
+        Leading fusion epochs that optimise ``L_fused`` only; ``None``: half of ``fusion_epochs`` (0 without
+        the VAE). Must leave at least one classifier epoch.
+    fusion_lr
+        Stages 2 + 3 Adam learning rate.
+    batch_size
+        Spots per training batch (capped at the number of spots).
+    batching
+        ``"local"``: batches of compact groups of 16 neighbouring spots, which share most neighbour rows so
+        ≈ 2× fewer rows are encoded per epoch; ``"random"``: spots drawn uniformly.
+    seed
+        Seeds weight initialisation, shuffling and dropout (same seed + device → same model); ensemble member
+        ``i`` uses ``seed + i``.
+    amp
+        bf16 autocast (CUDA only).
+    """
+
+    align_epochs: int | None = None
+    align_lr: float = DEFAULT_ALIGN_LR
+    fusion_epochs: int = DEFAULT_FUSION_EPOCHS
+    fused_epochs: int | None = None
+    fusion_lr: float = DEFAULT_FUSION_LR
+    batch_size: int = DEFAULT_BATCH_SIZE
+    batching: str = "local"
+    seed: int = 0
+    amp: bool = False
+
+    #: Names :meth:`for_stage` accepts for each stage besides the shared ``batch_size``, ``seed`` and ``amp``, mapped
+    #: to the fields they set.
+    STAGE_NAMES = {
+        "alignment": {"epochs": "align_epochs", "lr": "align_lr"},
+        "fusion": {
+            "epochs": "fusion_epochs",
+            "lr": "fusion_lr",
+            "fused_epochs": "fused_epochs",
+            "batching": "batching",
+        },
+    }
+    SHARED = ("batch_size", "seed", "amp")
+
+    def __post_init__(self) -> None:
+        values = {
+            "align_epochs": None if self.align_epochs is None else _check_int(self.align_epochs, "epochs", 1),
+            "fusion_epochs": _check_int(self.fusion_epochs, "epochs", 1),
+            "fused_epochs": None if self.fused_epochs is None else _check_int(self.fused_epochs, "fused_epochs", 0),
+            "batch_size": _check_int(self.batch_size, "batch_size", 2),
+            "seed": _check_int(self.seed, "seed", 0),
+            "amp": bool(self.amp),
+        }
+        for name in ("align_lr", "fusion_lr"):
+            lr = getattr(self, name)
+            if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+                raise ValueError(f"lr must be > 0, got {lr!r}.")
+            values[name] = float(lr)
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"batching must be 'local' or 'random', got {self.batching!r}.")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def alignment_epochs(self, mode: str) -> int:
+        """Stage-1 epochs for a model of ``mode`` (resolves ``align_epochs=None``)."""
+        if self.align_epochs is not None:
+            return self.align_epochs
+        return DEFAULT_ALIGN_EPOCHS_IMAGE_GENE if mode == "both" else DEFAULT_ALIGN_EPOCHS
+
+    def for_stage(self, stage: str, **overrides: Any) -> TrainingConfig:
+        """A copy with ``overrides`` applied; ``epochs`` and ``lr`` name the fields of ``stage`` (``"alignment"`` or
+        ``"fusion"``). Names that the stage does not use raise :class:`TypeError` listing the accepted ones."""
+        names = {**self.STAGE_NAMES[stage], **{k: k for k in self.SHARED}}
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(
+                f"Unknown training option(s) {unknown} for the {stage} stage; accepted: {sorted(names)} "
+                "(see TrainingConfig)."
+            )
+        return dataclasses.replace(self, **{names[k]: v for k, v in overrides.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict, the ``training_config`` entry of ``config.json``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> TrainingConfig:
+        """Inverse of :meth:`to_dict`; ``None`` (a model saved before this entry existed) gives the defaults."""
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise ValueError(f"A training config must be a mapping, got {type(d).__name__}.")
+        d = check_removed(d, REMOVED_TRAINING_OPTIONS, "saved training config")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config entries {unknown}; known: {sorted(known)}.")
+        return cls(**d)

@@ -218,23 +218,6 @@ def check_loop_args(epochs: int, batch_size: int, lr: float, n_spots: int) -> No
         raise ValueError(f"lr must be > 0, got {lr}.")
 
 
-def check_sections(sections: np.ndarray | None, section_alignment: float, n_spots: int) -> np.ndarray | None:
-    """Integer codes ``0 … S−1`` of the spots' sections for the section alignment (``None`` without it); checked."""
-    if not section_alignment >= 0:
-        raise ValueError(f"section_alignment must be >= 0, got {section_alignment!r}.")
-    if section_alignment == 0:
-        return None
-    if sections is None:
-        raise ValueError("section_alignment > 0 needs `sections`, the source section of every spot.")
-    sections = np.asarray(sections)
-    if sections.shape != (n_spots,):
-        raise ValueError(f"sections has shape {sections.shape}, expected ({n_spots},) (one per spot).")
-    _, codes = np.unique(sections, return_inverse=True)
-    if codes.max() < 1:
-        raise ValueError("section_alignment > 0 needs spots from at least two sections; all are from one.")
-    return codes.astype(np.int64)
-
-
 def resolve_fused_epochs(epochs: int, fused_epochs: int | None, *, use_vae: bool) -> int:
     """Leading fusion-only epochs: default ``epochs // 2`` with the VAE, always 0 without; checked."""
     if fused_epochs is None:

@@ -5,7 +5,8 @@
     members under ``member0.``, ``member1.``, … (one member: the network's own names, as before);
 ``<dir>/config.json``
     format name and version, package version, constructor arguments (gene list included),
-    preprocessing record, training history and state, the weights' sha256 and their names and shapes;
+    preprocessing record, training configuration (a folder without ``training_config``, written before it
+    existed, loads with the defaults), history and state, the weights' sha256 and their names and shapes;
 ``<dir>/manifest.json`` (format 2 on)
     sha256 and size of every other file of the folder, written last.
 
@@ -441,6 +442,7 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
         "mode_description": model.mode_description,
         "state": {"is_aligned": model.is_aligned, "is_fitted": model.is_fitted, "alignment": model.alignment},
         "training_params": model.training_params,
+        "training_config": model.training_config.to_dict(),
         "history": model.history,
     }
     out = write_model_dir(path, _state(model), meta, overwrite=overwrite)
@@ -479,12 +481,10 @@ def load_model(cls: type, path: str | os.PathLike, *, device: str) -> Any:
     tensors = read_weights(path, meta, expected, device, None if hashes is None else hashes[WEIGHTS_FILE])
     model._move(device)
     _load_state(model, tensors)
-    state = meta.get("state", {})
-    model.is_aligned = bool(state.get("is_aligned", False))
-    model.is_fitted = bool(state.get("is_fitted", False))
-    model.alignment = str(state.get("alignment", "not run"))
-    model.history = {k: [float(x) for x in v] for k, v in meta.get("history", {}).items()}
-    model.training_params = meta.get("training_params", {})
+    try:
+        model._restore(meta)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config.json in {str(path)!r} holds an invalid training config: {err}") from err
     saved = meta.get("package_version")
     if saved != __version__:
         logger.info("SpaCRD at %s was saved by spacrd_sc %s (running %s).", path, saved, __version__)

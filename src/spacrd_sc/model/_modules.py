@@ -224,36 +224,6 @@ class Fusion(nn.Module):
         return self.norm(self.proj(torch.cat(parts, dim=-1)))
 
 
-class LinearSkip(nn.Module):
-    """A linear term on the neighbourhood's mean gene input, added to the discriminator's logit.
-
-    The "wide" path beside the deep one: ``w · standardise(mean of the spot's and its neighbours' gene inputs) + b``,
-    the model a smoothed logistic regression fits, trained jointly with the network. The inputs are the gene
-    encoder's (its principal components when it has a projection); the standardisation is a BatchNorm without
-    affine parameters (batch statistics in training, running ones at inference). ``w`` and ``b`` start at zero, so
-    an untrained skip leaves the network's logit unchanged.
-
-    Parameters
-    ----------
-    in_dim
-        Size of the gene input (principal components or genes).
-    """
-
-    def __init__(self, in_dim: int):
-        super().__init__()
-        self.norm = nn.BatchNorm1d(in_dim, affine=False)
-        self.linear = nn.Linear(in_dim, 1)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, rows: torch.Tensor, inverse: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` logit terms of B neighbourhoods from ``rows`` ``(U, in_dim)``, one per distinct spot, gathered
-        by ``inverse`` ``(B, T)``; positions where ``padding_mask`` is True are left out of the mean."""
-        keep = (~padding_mask).to(rows.dtype)[..., None]
-        mean = (rows[inverse] * keep).sum(1) / keep.sum(1)
-        return self.linear(self.norm(mean)).squeeze(-1)
-
-
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
@@ -332,8 +302,6 @@ class SpaCRDNet(nn.Module):
         ``h*`` itself (False).
     n_pcs
         Principal components in front of the gene encoder (see :class:`MLPEncoder`), or ``None``.
-    linear_skip
-        Add a :class:`LinearSkip` on the gene inputs to the logit (needs the gene encoder).
     """
 
     def __init__(
@@ -348,7 +316,6 @@ class SpaCRDNet(nn.Module):
         use_cross_attention: bool = True,
         use_vae: bool = True,
         n_pcs: int | None = None,
-        linear_skip: bool = False,
     ):
         super().__init__()
         if n_genes is None and n_image_features is None:
@@ -362,10 +329,6 @@ class SpaCRDNet(nn.Module):
         self.vae = CategoryVAE(embed, latent_dim) if use_vae else None
         disc_in = 2 * latent_dim if use_vae else embed
         self.discriminator = _mlp([disc_in, DISCRIMINATOR_HIDDEN, 1])
-        if linear_skip and self.gene_encoder is None:
-            raise ValueError("linear_skip needs expression features (a gene encoder).")
-        enc = self.gene_encoder
-        self.linear_skip = LinearSkip(enc.n_pcs or int(n_genes)) if linear_skip else None
 
     def encoders(self) -> list[MLPEncoder]:
         """The encoders in stream order (image first)."""
@@ -386,17 +349,11 @@ class SpaCRDNet(nn.Module):
         tokens: Sequence[torch.Tensor],
         inverse: torch.Tensor,
         padding_mask: torch.Tensor,
-        gene_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(h*, logit, ĥ, μ, log σ²)`` of B neighbourhoods (see :meth:`Fusion.forward` for ``tokens``,
-        ``inverse``, ``padding_mask``, and :meth:`head`). ``gene_rows``: the gene inputs of the rows of ``tokens``,
-        needed with a :class:`LinearSkip`, whose term is added to the logit."""
+        ``inverse``, ``padding_mask``, and :meth:`head`)."""
         h = self.fusion(tokens, inverse, padding_mask).float()
         logit, recon, mu, logvar = self.head(h)
-        if self.linear_skip is not None:
-            if gene_rows is None:
-                raise ValueError("this network has a linear skip: pass gene_rows.")
-            logit = logit + self.linear_skip(self.gene_encoder.project(gene_rows), inverse, padding_mask).float()
         return h, logit, recon, mu, logvar
 
 
@@ -405,30 +362,3 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, alpha: float)
     logits = a @ b.T / temperature
     target = torch.arange(a.shape[0], device=a.device)
     return alpha * F.cross_entropy(logits, target) + (1.0 - alpha) * F.cross_entropy(logits.T, target)
-
-
-def section_shift(h: torch.Tensor, y: torch.Tensor, sections: torch.Tensor) -> torch.Tensor:
-    """Class-conditional section shift of ``h`` within a batch: for each class that at least two sections have in
-    the batch, the variance across those sections of their mean ``h`` (mean over features); averaged over such
-    classes and divided by the variance of ``h`` over the whole batch (mean over features). 0 if no class has two
-    sections.
-
-    Zero when every section's spots of a class have the same mean representation; penalising it matches first
-    moments per class across sections (a linear-kernel MMD, conditioned on the class so that a section's tissue
-    mix is not what gets removed). The ratio is scale-free, and it cannot be lowered by collapsing ``h``: the
-    batch variance shrinks with it (dividing by a detached within-class variance instead let a synthetic check
-    collapse the classes).
-    """
-    terms = []
-    for c in (0, 1):
-        in_c = y == c
-        secs = sections[in_c]
-        present = torch.unique(secs)
-        if len(present) < 2:
-            continue
-        onehot = (secs[:, None] == present[None, :]).to(h.dtype)
-        means = (onehot.T @ h[in_c]) / onehot.sum(0)[:, None]
-        terms.append((means - means.mean(0, keepdim=True)).pow(2).mean())
-    if not terms:
-        return h.new_zeros(())
-    return torch.stack(terms).mean() / (h.var(0).mean() + 1e-6)

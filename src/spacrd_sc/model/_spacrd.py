@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -13,23 +13,11 @@ import torch
 from .._logging import logger
 from .._utils import _resolve_device
 from . import _io
-from ._config import DEFAULT_N_MEMBERS, DEFAULT_N_PCS, ModelConfig, json_record
-from ._data import check_inputs, check_loop_args, check_sections, resolve_fused_epochs
+from ._config import DEFAULT_PREDICT_BATCH_SIZE, ModelConfig, TrainingConfig, json_record
+from ._data import check_inputs, check_loop_args, resolve_fused_epochs
+from ._loops import Trained, build_net, infer, run_alignment, run_fusion
 from ._modules import SpaCRDNet
-from ._train import adapt_batchnorm as _adapt
-from ._train import build_net, infer, run_alignment, run_fusion
 
-#: Defaults measured on a 2-core CPU (≈3000 spots × 3000 genes, k = 6): see the class docstring. Fusion epochs:
-#: 8 (4 + 4), chosen over 30, 16 and 4 by nested leave-one-section-out CV on her2st (benchmarks/results/
-#: her2st_nested.md): shorter training leaves the scores on unseen patients graded instead of pinned at 0 and 1.
-#: Alignment epochs of the single-encoder modes (the neighbourhood contrast): 5 (was 20), non-inferior by the same
-#: nested CV on the image-less model and 40 % less time per fit (sixth round). The image-gene alignment keeps 20:
-#: it could not be measured (no H&E for the labelled her2st sections).
-DEFAULT_ALIGN_EPOCHS = 5
-DEFAULT_ALIGN_EPOCHS_IMAGE_GENE = 20
-DEFAULT_ALIGN_LR = 1e-3
-DEFAULT_FUSION_EPOCHS = 8
-DEFAULT_FUSION_LR = 5e-4
 _INIT_SEED = 0
 
 
@@ -72,13 +60,8 @@ class SpaCRD:
     a positive pair (same encoder, InfoNCE against the other spots of the batch). See
     :attr:`mode_description`.
 
-    Default training (measured on a 2-core CPU with 3000 spots × 3000 genes, no image): alignment
-    5 epochs (20 for the image-gene alignment), Adam lr 1e-3; fusion 8 epochs (4 + 4), lr 5e-4, batch 512,
-    neighbourhood-grouped batches; three networks from consecutive seeds (``n_members``). The reference
-    (lr 1e-5, 100 + 100 epochs) under-trains at this budget; 30, 16 and 4 fusion epochs (the earlier default and
-    candidates) scored lower in the inner folds of a nested leave-one-section-out comparison on her2st, and 30
-    epochs pin most scores of unseen patients near 0 or 1; 5 alignment epochs scored as well as 20 in the same
-    comparison (seed by seed: inner AUC +0.001, inner F1 +0.006) at 40 % less time per fit.
+    The constructor's defaults are :class:`~spacrd_sc.model.ModelConfig`'s; the training defaults are
+    :class:`~spacrd_sc.model.TrainingConfig`'s (both in ``spacrd_sc/model/_config.py``).
 
     Parameters
     ----------
@@ -120,15 +103,7 @@ class SpaCRD:
         Networks in the model (a seed ensemble). Each is trained on the same data from its own seed (member
         ``i`` from ``seed + i``, exactly like a single model with that seed); predictions average their cancer
         probabilities, and the embedding is the first member's. Training and scoring take ``n_members``
-        times as long. Saved and loaded as one model. Default 3: in a nested leave-one-section-out comparison
-        on her2st, two independent 3-network ensembles had inner-fold AUCs of 0.884 and 0.881, six single
-        networks 0.876–0.881 (the F1 differences were within seed noise); ``n_members=1`` trains a third as
-        long.
-    linear_skip
-        Add a linear term on the gene inputs to the discriminator's logit: the mean over the spot and its
-        neighbours of the gene encoder's inputs (principal components), standardised, times learned weights (zero at
-        the start), trained with the rest (a "wide" path beside the deep one; the model a smoothed logistic
-        regression fits). Not with ``modality="image"``.
+        times as long. Saved and loaded as one model; ``n_members=1`` trains a third as long as the default.
     preprocessing
         JSON-able record of how the caller prepared the features; stored and saved as is.
 
@@ -137,6 +112,10 @@ class SpaCRD:
     history
         Per-epoch losses: ``align`` (stage 1), ``fused``, ``recon``, ``kl`` (every fusion epoch, with
         the VAE), ``bce`` and ``cls`` (classifier epochs). Repeated fits append.
+    training_config
+        The :class:`~spacrd_sc.model.TrainingConfig` of the last training call (saved with the model).
+    training_params
+        What each stage did (settings, seeds, device, spots, seconds; ``"pca"``: the gene PCA).
     """
 
     def __init__(
@@ -144,22 +123,21 @@ class SpaCRD:
         genes: Sequence[str],
         n_image_features: int | None = None,
         *,
-        hidden_dims: Sequence[int] = (1024, 512, 512),
-        dropout: float = 0.2,
-        temperature: float = 0.07,
-        alpha: float = 0.5,
-        n_heads: int = 8,
-        n_neighbors: int = 6,
-        latent_dim: int = 64,
-        beta: float = 0.5,
-        gamma: float = 0.1,
-        use_contrastive: bool = True,
-        use_cross_attention: bool = True,
-        use_vae: bool = True,
-        modality: str = "both",
-        n_pcs: int | None = DEFAULT_N_PCS,
-        n_members: int = DEFAULT_N_MEMBERS,
-        linear_skip: bool = False,
+        hidden_dims: Sequence[int] = ModelConfig.hidden_dims,
+        dropout: float = ModelConfig.dropout,
+        temperature: float = ModelConfig.temperature,
+        alpha: float = ModelConfig.alpha,
+        n_heads: int = ModelConfig.n_heads,
+        n_neighbors: int = ModelConfig.n_neighbors,
+        latent_dim: int = ModelConfig.latent_dim,
+        beta: float = ModelConfig.beta,
+        gamma: float = ModelConfig.gamma,
+        use_contrastive: bool = ModelConfig.use_contrastive,
+        use_cross_attention: bool = ModelConfig.use_cross_attention,
+        use_vae: bool = ModelConfig.use_vae,
+        modality: str = ModelConfig.modality,
+        n_pcs: int | None = ModelConfig.n_pcs,
+        n_members: int = ModelConfig.n_members,
         preprocessing: dict | None = None,
     ):
         args = {k: v for k, v in locals().items() if k not in ("self", "preprocessing")}
@@ -173,6 +151,7 @@ class SpaCRD:
         self.history: dict[str, list[float]] = {}
         self.alignment: str = "not run"
         self.training_params: dict[str, Any] = {}
+        self.training_config = TrainingConfig()
         self.is_aligned = False
         self.is_fitted = False
         self._device = "cpu"
@@ -231,6 +210,29 @@ class SpaCRD:
                 net.to(device)
             self._device = device
 
+    def _store(self, trained: Trained, train: TrainingConfig) -> None:
+        """Keep what a training run returned: networks, appended losses, records, the config used."""
+        self.nets = trained.nets
+        for k, v in trained.history.items():
+            self.history.setdefault(k, []).extend(v)
+        self.training_params.update(trained.params)
+        self.training_config = train
+
+    def _restore(self, meta: Mapping[str, Any]) -> None:
+        """Training state of a saved model (``config.json`` entries; absent ones keep the untrained values)."""
+        state = meta.get("state", {})
+        self.is_aligned = bool(state.get("is_aligned", False))
+        self.is_fitted = bool(state.get("is_fitted", False))
+        self.alignment = str(state.get("alignment", "not run"))
+        self.history = {k: [float(x) for x in v] for k, v in meta.get("history", {}).items()}
+        self.training_params = meta.get("training_params", {})
+        self.training_config = TrainingConfig.from_dict(meta.get("training_config"))
+
+    def _training_config(self, stage: str, config: TrainingConfig | None, overrides: dict[str, Any]) -> TrainingConfig:
+        if config is not None and not isinstance(config, TrainingConfig):
+            raise TypeError(f"config must be a TrainingConfig or None, got {type(config).__name__}.")
+        return (config or TrainingConfig()).for_stage(stage, **overrides)
+
     # ------------------------------------------------------------------ training
     def fit_alignment(
         self,
@@ -238,15 +240,12 @@ class SpaCRD:
         x_image: np.ndarray | None,
         neighbors: np.ndarray,
         *,
-        epochs: int | None = None,
-        batch_size: int = 512,
-        lr: float = DEFAULT_ALIGN_LR,
+        config: TrainingConfig | None = None,
         device: str = "auto",
-        seed: int = 0,
         progress_bar: bool = True,
-        amp: bool = False,
+        **overrides: Any,
     ) -> SpaCRD:
-        """Stage 1: train the encoders contrastively (re-initialises all weights from ``seed``).
+        """Stage 1: train the encoders contrastively (re-initialises all weights from the seed).
 
         Parameters
         ----------
@@ -258,35 +257,33 @@ class SpaCRD:
         neighbors
             ``(n, n_neighbors)`` int64 row indices of each spot's spatial neighbours, ``-1`` = padding;
             the spot itself is not listed.
-        epochs
-            Alignment epochs; ``None``: 5 for the neighbourhood contrast of the single-modality modes (the
-            image-less model), 20 for the image-gene alignment (``mode="both"``).
-        batch_size, lr
-            Adam optimisation settings.
+        config
+            Training settings; default: ``TrainingConfig()`` (every default), changed by ``overrides``.
         device
             ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``; the model stays there.
-        seed
-            Seeds weight initialisation, shuffling, dropout (same seed + device → same model; ensemble
-            member ``i`` uses ``seed + i``).
         progress_bar
             Show a ``tqdm`` bar over epochs.
-        amp
-            bf16 autocast (CUDA only).
+        **overrides
+            Fields of :class:`~spacrd_sc.model.TrainingConfig` to change for this call; ``epochs`` and ``lr``
+            stand for ``align_epochs`` and ``align_lr`` (e.g. ``fit_alignment(..., epochs=5, seed=1)``).
 
         Returns
         -------
         The model itself, with ``is_aligned`` set and ``history["align"]`` extended.
         """
+        train = self._training_config("alignment", config, overrides)
         feats, nbr, _ = check_inputs(self._cfg, x_gene, x_image, neighbors)
-        if epochs is None:
-            epochs = DEFAULT_ALIGN_EPOCHS_IMAGE_GENE if self._cfg.mode == "both" else DEFAULT_ALIGN_EPOCHS
-        check_loop_args(epochs, batch_size, lr, feats[0].shape[0])
+        check_loop_args(train.alignment_epochs(self.mode), train.batch_size, train.align_lr, feats[0].shape[0])
         dev = _resolve_device(device)
         if not self._cfg.use_contrastive:
             self.alignment = "skipped (use_contrastive=False)"
             logger.info("SpaCRD: use_contrastive=False, stage-1 alignment skipped.")
             return self
-        run_alignment(self, feats, nbr, epochs, batch_size, lr, dev, seed, progress_bar, amp)
+        self._move(dev)
+        self._store(run_alignment(self._cfg, train, feats, nbr, device=dev, progress_bar=progress_bar), train)
+        self.is_fitted = False
+        self.alignment = "image-gene InfoNCE" if self.mode == "both" else "neighbourhood InfoNCE"
+        self.is_aligned = True
         return self
 
     def fit_fusion(
@@ -296,23 +293,14 @@ class SpaCRD:
         neighbors: np.ndarray,
         y: np.ndarray,
         *,
-        epochs: int = DEFAULT_FUSION_EPOCHS,
-        fused_epochs: int | None = None,
-        batch_size: int = 512,
-        lr: float = DEFAULT_FUSION_LR,
+        config: TrainingConfig | None = None,
         device: str = "auto",
-        seed: int = 0,
         progress_bar: bool = True,
-        batching: str = "local",
-        amp: bool = False,
-        label_smoothing: float = 0.0,
-        sections: np.ndarray | None = None,
-        section_alignment: float = 0.0,
-        gene_dropout: float = 0.0,
+        **overrides: Any,
     ) -> SpaCRD:
         """Stages 2 + 3: train the fusion, the VAE and the discriminator (encoders not frozen).
 
-        On an aligned model the fusion, VAE and discriminator start fresh from ``seed`` and the aligned
+        On an aligned model the fusion, VAE and discriminator start fresh from the seed and the aligned
         encoders are kept; on a model that is already fitted, training continues from its weights.
         Calling it on an unaligned model while ``use_contrastive=True`` warns and trains the
         encoders from scratch (the ``use_contrastive=False`` ablation in effect).
@@ -323,55 +311,21 @@ class SpaCRD:
             As in :meth:`fit_alignment`.
         y
             ``(n,)`` labels, 1 = cancer, 0 = not (bool or integer); both classes must occur.
-        epochs
-            Total epochs.
-        fused_epochs
-            Leading epochs that optimise ``L_fused`` only (default ``epochs // 2``; must leave at
-            least one classifier epoch; ignored without the VAE).
-        batch_size, lr
-            Adam optimisation settings.
-        device, seed, progress_bar, amp
+        config, device, progress_bar
             As in :meth:`fit_alignment`.
-        batching
-            ``"local"``: batches made of compact groups of 16 neighbouring spots, which share most
-            neighbour rows so ≈ 2× fewer rows are encoded per epoch; ``"random"``: spots drawn
-            uniformly.
-        label_smoothing
-            ε in [0, 1): the classifier's BCE targets become ``ε/2`` (not cancer) and ``1 − ε/2`` (cancer),
-            which keeps the logits finite and the scores graded instead of pinned at 0 and 1. Recorded in
-            ``training_params["fusion"]``.
-        sections
-            ``(n,)`` source section of each spot (any labels); needed only with ``section_alignment``.
-        section_alignment
-            λ ≥ 0: weight of a penalty on the class-conditional section shift of ``h*`` (0, the default: none).
-            In every batch, for each class, the spread across source sections of their mean ``h*``, relative to
-            the spread of ``h*`` over the batch (:func:`~spacrd_sc.model._modules.section_shift`), is added to the
-            loss times λ, so the fusion and encoders learn features that do not identify the section (batch, patient)
-            beyond its tissue mix. Needs ``sections`` with at least two sections; recorded in
-            ``training_params["fusion"]``.
-        gene_dropout
-            p in [0, 1): in every training batch each gene input of each spot is zeroed with probability p (the
-            others scaled by 1 / (1 − p); inverted dropout, training only), so the model learns not to rely on any
-            few genes, as when a gene is not measured or drops out on another section or platform. 0 (the default):
-            none. Not with ``modality="image"``. Recorded in ``training_params["fusion"]``.
+        **overrides
+            Fields of :class:`~spacrd_sc.model.TrainingConfig` to change for this call; ``epochs`` and ``lr``
+            stand for ``fusion_epochs`` and ``fusion_lr`` (e.g. ``fit_fusion(..., epochs=8, fused_epochs=4)``).
 
         Returns
         -------
         The model itself, with ``is_fitted`` set and the fusion losses appended to ``history``.
         """
+        train = self._training_config("fusion", config, overrides)
         feats, nbr, labels = check_inputs(self._cfg, x_gene, x_image, neighbors, y)
-        check_loop_args(epochs, batch_size, lr, len(labels))
+        check_loop_args(train.fusion_epochs, train.batch_size, train.fusion_lr, len(labels))
         dev = _resolve_device(device)
-        if batching not in ("local", "random"):
-            raise ValueError(f"batching must be 'local' or 'random', got {batching!r}.")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-        codes = check_sections(sections, section_alignment, len(labels))
-        if not 0.0 <= gene_dropout < 1.0:
-            raise ValueError(f"gene_dropout must be in [0, 1), got {gene_dropout!r}.")
-        if gene_dropout > 0 and not self.uses_genes:
-            raise ValueError("gene_dropout drops gene inputs; this model (modality='image') has none.")
-        fused_epochs = resolve_fused_epochs(epochs, fused_epochs, use_vae=self._cfg.use_vae)
+        fused = resolve_fused_epochs(train.fusion_epochs, train.fused_epochs, use_vae=self._cfg.use_vae)
         if self._cfg.use_contrastive and not self.is_aligned and not self.is_fitted:
             warnings.warn(
                 "fit_fusion called before fit_alignment although use_contrastive=True: the encoders start "
@@ -379,23 +333,20 @@ class SpaCRD:
                 UserWarning,
                 stacklevel=2,
             )
-        sched = (epochs, fused_epochs, batch_size, lr)
-        run_fusion(
-            self,
-            feats,
-            nbr,
-            labels,
-            *sched,
-            dev,
-            seed,
-            progress_bar,
-            batching,
-            amp,
-            label_smoothing,
-            sections=codes,
-            section_alignment=section_alignment,
-            gene_dropout=gene_dropout,
+        start = "continue" if self.is_fitted else ("aligned" if self.is_aligned else "fresh")
+        self._move(dev)
+        trained = run_fusion(
+            self._cfg,
+            train.for_stage("fusion", fused_epochs=fused),
+            (feats, nbr, labels),
+            self.nets,
+            start=start,
+            device=dev,
+            progress_bar=progress_bar,
         )
+        trained.params["fusion"]["aligned"] = self.is_aligned
+        self._store(trained, train)
+        self.is_fitted = True
         return self
 
     # ------------------------------------------------------------------ inference
@@ -405,10 +356,9 @@ class SpaCRD:
         x_image: np.ndarray | None,
         neighbors: np.ndarray,
         *,
-        batch_size: int = 4096,
+        batch_size: int = DEFAULT_PREDICT_BATCH_SIZE,
         device: str | None = None,
         amp: bool = False,
-        adapt_batchnorm: bool = False,
     ) -> Prediction:
         """Cancer probability and fused representation of every spot, from one inference pass.
 
@@ -422,10 +372,6 @@ class SpaCRD:
             ``None`` keeps the model where it is; otherwise as in :meth:`fit_alignment`.
         amp
             bf16 autocast (CUDA only).
-        adapt_batchnorm
-            Re-estimate the encoders' BatchNorm statistics on these spots before scoring (AdaBN: the
-            section's own feature statistics replace the training spots'; the model is not changed). Meant
-            for one section at a time; no label is read.
 
         Returns
         -------
@@ -440,10 +386,7 @@ class SpaCRD:
         dev = self._device if device is None else _resolve_device(device)
         self._move(dev)
         tensors, nbr_t = [torch.from_numpy(f).to(dev) for f in feats], torch.from_numpy(nbr).to(dev)
-        nets = self.nets
-        if adapt_batchnorm:
-            nets = [_adapt(net, tensors, batch_size=int(batch_size), amp=amp) for net in nets]
-        passes = [infer(net, tensors, nbr_t, batch_size=int(batch_size), device=dev, amp=amp) for net in nets]
+        passes = [infer(net, tensors, nbr_t, batch_size=int(batch_size), device=dev, amp=amp) for net in self.nets]
         proba = passes[0][0] if len(passes) == 1 else np.mean([p for p, _ in passes], axis=0, dtype=np.float32)
         return Prediction(proba, passes[0][1])
 

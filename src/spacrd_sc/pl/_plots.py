@@ -64,8 +64,8 @@ def score_distribution(
         ``"violin"`` (one violin per category) or ``"hist"`` (overlaid step histograms).
     threshold
         Threshold to mark; default: ``uns[prefix]["threshold"]`` written by :func:`spacrd_sc.tl.cancer_score`
-        (a float, or the mean over sections when it is per section). Not drawn when absent. With a
-        ``*_smooth`` rule (the default ``"half_smooth"``) the calls compare each spot's neighbourhood-mean
+        (a float, or the mean over sections when it is per section). Not drawn when absent. With the
+        ``"half_smooth"`` rule (the default) the calls compare each spot's neighbourhood-mean
         score, not the score drawn here, with the threshold, so spots on either side of the line may be
         called either way; the legend says so.
     order

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import SPATIAL_KEY, TABLE_KEY
+from .._constants import CLASS_COLUMN, SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._geometry import _check_finite_xy, _checked_polygons
 from .._logging import logger
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from geopandas import GeoDataFrame
     from spatialdata import SpatialData
 
-CLASS_COLUMN = "class"
 #: Relative tolerance under which two polygon areas count as equal (a tie that the overlap rule cannot break).
 AREA_RTOL = 1e-9
 

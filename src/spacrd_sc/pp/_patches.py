@@ -9,7 +9,7 @@ import numpy as np
 
 from .._constants import TABLE_KEY
 from .._docs import inject_docs
-from .._patches import _PatchReader
+from .._patch_reader import _PatchReader
 
 if TYPE_CHECKING:
     from anndata import AnnData

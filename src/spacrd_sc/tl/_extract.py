@@ -198,7 +198,7 @@ def extract_uni(
         raise ValueError("The table has no spots (0 rows): nothing to extract.")
     _check_image(data, image_key)
 
-    from .._patches import _PatchReader
+    from .._patch_reader import _PatchReader
 
     reader = _PatchReader(data, size=int(size), image_key=image_key, table_key=table_key, context=float(context))
     if len(reader) != table.n_obs:

@@ -2,30 +2,32 @@
 
 Everything the model sees passes through here (gene selection, normalisation, per-section scaling, image
 features, neighbour tokens), so sources (at training) and targets (at scoring) are prepared by the same
-code from the same :class:`FeatureSpec`. Labels are read only for the ``"balanced"`` scaling of labelled
-sources (:func:`source_weights`); a target is weighted by the model's own scores (:func:`rebalance`).
+code from the same :class:`FeatureSpec`. No label is read here except by :func:`binary_labels`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._constants import IMAGE_FEATURES_KEY, LIBRARY_KEY, SPATIAL_KEY
+from .._constants import IMAGE_FEATURES_KEY, LIBRARY_KEY, SPATIAL_KEY, Key
 from .._logging import logger
+from ..model import ModelConfig
 
 if TYPE_CHECKING:
     from ..model import SpaCRD
 
-SCALINGS = ("standard", "minmax", "none", "balanced")
-_T = TypeVar("_T")
+SCALINGS = ("standard", "minmax", "none")
+#: Scalings that earlier versions offered (not adopted by the nested comparison on her2st); a model saved with one
+#: is refused by :class:`FeatureSpec` with a clear error.
+REMOVED_SCALINGS = ("balanced",)
 
 
 def _raw_counts(adata: AnnData, layer: str | None) -> sparse.csr_matrix:
@@ -80,14 +82,8 @@ def section_codes(adata: AnnData, library_key: str | None) -> np.ndarray:
     return pd.Categorical(col.astype(str)).codes.astype(np.int64)
 
 
-def _scale_per_section(
-    X: np.ndarray, sections: np.ndarray, method: str, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Scale every feature within each section on that section's own values (in place).
-
-    ``"balanced"`` is a z-score with weighted mean and standard deviation (``weights`` per spot, e.g.
-    :func:`balanced_weights`; uniform when ``None``, which is ``"standard"``).
-    """
+def _scale_per_section(X: np.ndarray, sections: np.ndarray, method: str) -> np.ndarray:
+    """Scale every feature within each section on that section's own values (in place)."""
     if method not in SCALINGS:
         raise ValueError(f"Unknown scaling {method!r}; choose one of {SCALINGS}.")
     if method == "none":
@@ -99,36 +95,11 @@ def _scale_per_section(
             lo = block.min(axis=0)
             span = block.max(axis=0) - lo
             block = (block - lo) / np.where(span > 0, span, 1.0)
-        else:  # standard, balanced
-            if method == "balanced" and weights is not None:
-                w = weights[idx] / weights[idx].sum()
-                mu = w @ block
-                sd = np.sqrt(np.maximum(w @ np.square(block - mu), 0.0))
-            else:
-                mu, sd = block.mean(axis=0), block.std(axis=0)
+        else:  # standard
+            mu, sd = block.mean(axis=0), block.std(axis=0)
             block = (block - mu) / np.where(sd > 0, sd, 1.0)
         X[idx] = block.astype(np.float32, copy=False)
     return X
-
-
-def balanced_weights(sections: np.ndarray, cancer: np.ndarray) -> np.ndarray:
-    """Spot weights that give cancer and non-cancer spots half of each section's mass each.
-
-    ``cancer`` holds labels (0/1, for sources) or cancer probabilities (for a target). A weighted z-score with
-    these weights centres each section on the mean of its two class means, whatever its tissue mix: a section
-    that is 80 % tumour is not centred on tumour. In a section with (almost) a single class the weights are
-    uniform (the plain z-score).
-    """
-    q = np.clip(np.asarray(cancer, dtype=np.float64), 0.0, 1.0)
-    w = np.empty(q.size, dtype=np.float64)
-    for s in np.unique(sections):
-        idx = np.flatnonzero(sections == s)
-        pos, neg = q[idx].sum(), (1.0 - q[idx]).sum()
-        if min(pos, neg) < 1.0:  # less than one spot's worth of a class: no class mean to balance
-            w[idx] = 1.0 / idx.size
-        else:
-            w[idx] = 0.5 * q[idx] / pos + 0.5 * (1.0 - q[idx]) / neg
-    return w
 
 
 def select_genes(
@@ -184,12 +155,10 @@ def gene_matrix(
     sections: np.ndarray,
     scaling: str,
     target_sum: float = 1e4,
-    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Dense (n_spots, len(genes)) float32 in the model's gene order; absent genes are zeros.
 
-    Returns the matrix and the number of model genes absent from ``adata``. ``weights``: per-spot weights of
-    the ``"balanced"`` scaling.
+    Returns the matrix and the number of model genes absent from ``adata``.
     """
     check_var_names(adata)
     X = _log_normalize(_raw_counts(adata, layer), target_sum)
@@ -198,7 +167,7 @@ def gene_matrix(
     out = np.zeros((adata.n_obs, len(genes)), dtype=np.float32)
     if present.any():
         out[:, present] = X[:, pos[present]].toarray()
-    _scale_per_section(out, sections, scaling, weights)
+    _scale_per_section(out, sections, scaling)
     return out, int((~present).sum())
 
 
@@ -237,11 +206,11 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
     Taken from ``obsp[f"{neighbors_key}_connectivities"]`` (squidpy), ordered by
     ``obsp[f"{neighbors_key}_distances"]`` when present. The spot itself is never included.
     """
-    ckey, dkey = f"{neighbors_key}_connectivities", f"{neighbors_key}_distances"
+    ckey, dkey = Key.obsp.connectivities(neighbors_key), Key.obsp.distances(neighbors_key)
     if ckey not in adata.obsp:
         raise KeyError(
             f"adata.obsp[{ckey!r}] is missing: build the spatial graph first with "
-            "`squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=6)` "
+            f"`squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs={k})` "
             "(or pass `neighbors_key=`)."
         )
     C = sparse.csr_matrix(adata.obsp[ckey])
@@ -276,8 +245,9 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
     if crossing:
         logger.warning(
             "The spatial graph links %d spot pairs across sections; those links were ignored. "
-            "Build it per section: `squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=6)`.",
+            "Build it per section: `squidpy.gr.spatial_neighbors_knn(adata, library_key='section', n_neighs=%d)`.",
             crossing,
+            k,
         )
     return out
 
@@ -323,9 +293,7 @@ class FeatureSpec:
     target_sum
         Counts per spot after ``normalize_total``, before ``log1p``.
     scaling
-        Per-section feature scaling: ``"standard"``, ``"minmax"``, ``"none"`` or ``"balanced"`` (a z-score
-        weighted so that cancer and non-cancer spots count half each: source labels at training, the model's
-        own probabilities, iterated, at scoring).
+        Per-section feature scaling: ``"standard"``, ``"minmax"`` or ``"none"``.
     library_key
         ``obs`` column of sections (scaling per section), ``None`` for one section.
     neighbors_key
@@ -333,7 +301,7 @@ class FeatureSpec:
     """
 
     genes: tuple[str, ...]
-    n_neighbors: int = 6
+    n_neighbors: int = ModelConfig.n_neighbors
     n_image_features: int | None = None
     image_key: str | None = None
     layer: str | None = None
@@ -344,6 +312,11 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "genes", tuple(str(g) for g in self.genes))
+        if self.scaling in REMOVED_SCALINGS:
+            raise ValueError(
+                f"This model was trained with scaling={self.scaling!r}, an option removed from spacrd_sc (it was not "
+                "adopted); score it with spacrd_sc 0.x before the removal, or train a new model."
+            )
         if self.scaling not in SCALINGS:
             raise ValueError(f"Unknown scaling {self.scaling!r}; choose one of {SCALINGS}.")
         if (self.n_image_features is None) != (self.image_key is None):
@@ -407,79 +380,26 @@ class ModelArrays(NamedTuple):
     n_missing: int
 
 
-def model_arrays(adata: AnnData, spec: FeatureSpec, *, weights: np.ndarray | None = None) -> ModelArrays:
+def model_arrays(adata: AnnData, spec: FeatureSpec) -> ModelArrays:
     """Genes (model order, absent ones zero), image features (or None), neighbour index and section codes,
-    scaled per section as ``spec.scaling`` says (``weights``: per-spot weights of the ``"balanced"`` scaling).
+    scaled per section as ``spec.scaling`` says.
 
     All checks run here, before any training or scoring starts.
     """
-    return scale_arrays(model_arrays_unscaled(adata, spec), spec.scaling, weights, copy=False)
-
-
-def model_arrays_unscaled(adata: AnnData, spec: FeatureSpec) -> ModelArrays:
-    """:func:`model_arrays` before the per-section scaling (for scoring that rescales, see :func:`scale_arrays`)."""
     sections = section_codes(adata, spec.library_key)
     nbrs = neighbor_index(adata, spec.neighbors_key, spec.n_neighbors, sections)
     x_image = None
     if spec.image_key is not None:
-        x_image = image_matrix(adata, spec.image_key, sections=sections, scaling="none")
+        x_image = image_matrix(adata, spec.image_key, sections=sections, scaling=spec.scaling)
         if x_image.shape[1] != spec.n_image_features:
             raise ValueError(
                 f"adata.obsm[{spec.image_key!r}] has {x_image.shape[1]} features but the model was trained on "
                 f"{spec.n_image_features}: extract them with the same backbone."
             )
     x_gene, n_missing = gene_matrix(
-        adata, spec.genes, layer=spec.layer, sections=sections, scaling="none", target_sum=spec.target_sum
+        adata, spec.genes, layer=spec.layer, sections=sections, scaling=spec.scaling, target_sum=spec.target_sum
     )
     return ModelArrays(x_gene, x_image, nbrs, sections, n_missing)
-
-
-#: The balanced scaling's re-centring at scoring stops when the mean score change falls below the tolerance.
-BALANCED_MAX_ROUNDS, BALANCED_TOL = 20, 1e-3
-
-
-def rebalance(
-    score: Callable[[np.ndarray], _T], proba: Callable[[_T], np.ndarray], first: _T, sections: np.ndarray
-) -> tuple[_T, int]:
-    """The ``"balanced"`` scaling at scoring, where labels are unknown: re-centre each section on its class means
-    as the scores see them (:func:`balanced_weights` of the cancer probabilities), re-score, and repeat until the
-    mean score change is below :data:`BALANCED_TOL` (at most :data:`BALANCED_MAX_ROUNDS` rounds).
-
-    ``score(weights)`` scores the spots with features scaled with those weights, ``proba(result)`` reads the
-    cancer probabilities from its result, ``first`` is the result with uniform weights. Returns the last result
-    and the number of rounds.
-    """
-    result, rounds, change = first, 0, np.inf
-    while rounds < BALANCED_MAX_ROUNDS and change >= BALANCED_TOL:
-        rounds += 1
-        new = score(balanced_weights(sections, proba(result)))
-        change = float(np.abs(proba(new) - proba(result)).mean())
-        result = new
-    if change >= BALANCED_TOL:
-        logger.warning("The balanced scaling did not settle in %d rounds (mean score change %.4f).", rounds, change)
-    return result, rounds
-
-
-def source_weights(adata: AnnData, spec: FeatureSpec, y: np.ndarray | None) -> np.ndarray | None:
-    """Spot weights of the ``"balanced"`` scaling of labelled sources (labels ``y``); ``None`` for other scalings."""
-    if spec.scaling != "balanced":
-        return None
-    if y is None:
-        raise ValueError("The 'balanced' scaling of source sections needs their labels.")
-    return balanced_weights(section_codes(adata, spec.library_key), y)
-
-
-def scale_arrays(
-    arrays: ModelArrays, scaling: str, weights: np.ndarray | None = None, *, copy: bool = True
-) -> ModelArrays:
-    """Unscaled ``arrays`` with genes and image features scaled per section (in place with ``copy=False``)."""
-    if weights is not None and scaling != "balanced":
-        raise ValueError(f"Spot weights apply to the 'balanced' scaling only, not {scaling!r}.")
-
-    def scaled(X: np.ndarray | None) -> np.ndarray | None:
-        return None if X is None else _scale_per_section(X.copy() if copy else X, arrays.sections, scaling, weights)
-
-    return arrays._replace(x_gene=scaled(arrays.x_gene), x_image=scaled(arrays.x_image))
 
 
 def check_var_names(adata: AnnData, what: str = "adata") -> None:

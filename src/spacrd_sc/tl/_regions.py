@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import SPATIAL_KEY, TABLE_KEY, Key
+from .._constants import SPATIAL_KEY, SPOT_DIAMETER_UM, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
+from .._spatial import _spot_diameter_px
 from .._utils import _get_table, _warn_overwrite
+from ..model import ModelConfig
 from ._evaluate import _calls
 
 if TYPE_CHECKING:
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
 REGION_CATEGORIES = ("tumour", "boundary", "non-tumour")
 #: Their colours (warm tumour, amber boundary, cool non-tumour), written to ``uns[f"{key_added}_colors"]``.
 REGION_COLORS = ("#d62728", "#ffb000", "#1f77b4")
-#: Spot diameter (µm) by ``uns['spatial'][lib]['metadata']['platform']``, used when the metadata gives none.
-SPOT_DIAMETER_UM = {"legacy_st": 100.0, "visium": 55.0}
 
 
 def _um_per_px(adata: AnnData, library_id: str | None, spot_diameter_um: float | None) -> float:
@@ -43,13 +43,11 @@ def _um_per_px(adata: AnnData, library_id: str | None, spot_diameter_um: float |
         if len(spatial) != 1:
             raise KeyError(f"No library {library_id!r} in adata.uns['spatial'] ({list(spatial)}); pass `um_per_px=`.")
         library_id = next(iter(spatial))
-    entry = spatial[library_id]
-    diameter_px = entry.get("scalefactors", {}).get("spot_diameter_fullres")
-    if diameter_px is None:
-        raise KeyError(
-            f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no 'spot_diameter_fullres'; pass `um_per_px=`."
-        )
-    meta = entry.get("metadata", {})
+    try:
+        diameter_px = _spot_diameter_px(adata, library_id)
+    except KeyError as err:
+        raise KeyError(f"{err.args[0]} Pass `um_per_px=`.") from err
+    meta = spatial[library_id].get(Key.uns.metadata, {})
     if spot_diameter_um is None:
         spot_diameter_um = meta.get("spot_diameter_um", meta.get("bin_size_um"))
     if spot_diameter_um is None:
@@ -66,11 +64,11 @@ def _adjacency(adata: AnnData, neighbors_key: str) -> sparse.csr_matrix:
     """Symmetric 0/1 spot graph without self-loops, from ``obsp[f"{neighbors_key}_connectivities"]``."""
     from scipy import sparse
 
-    key = f"{neighbors_key}_connectivities"
+    key = Key.obsp.connectivities(neighbors_key)
     if key not in adata.obsp:
         raise KeyError(
             f"adata.obsp[{key!r}] is missing; build the spot graph first, e.g. "
-            "`squidpy.gr.spatial_neighbors_knn(adata, n_neighs=6)`."
+            f"`squidpy.gr.spatial_neighbors_knn(adata, n_neighs={ModelConfig.n_neighbors})`."
         )
     a = sparse.csr_matrix(adata.obsp[key], dtype=np.float64)
     a = ((a + a.T) > 0).astype(np.int64).tocsr()

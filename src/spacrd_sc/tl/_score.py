@@ -14,16 +14,9 @@ from .._constants import SCORE_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table, _warn_overwrite
-from ..model import Prediction, SpaCRD
-from ._inputs import (
-    FeatureSpec,
-    ModelArrays,
-    check_var_names,
-    model_arrays_unscaled,
-    rebalance,
-    scale_arrays,
-)
-from ._threshold import call_sections, check_rule, source_share_of, threshold_uns
+from ..model import SpaCRD
+from ._inputs import FeatureSpec, check_var_names, model_arrays
+from ._threshold import DEFAULT_RULE, call_sections, check_rule, source_share_of, threshold_uns
 
 
 @inject_docs
@@ -32,13 +25,12 @@ def cancer_score(
     model: SpaCRD,
     *,
     key_added: str = SCORE_KEY,
-    threshold: str | float = "half_smooth",
+    threshold: str | float = DEFAULT_RULE,
     library_key: str | None = None,
     neighbors_key: str | None = None,
     layer: str | None = None,
     min_gene_overlap: float = 0.5,
-    adapt_batchnorm: bool = False,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     device: str | None = None,
     seed: int = 0,
     copy: bool = False,
@@ -48,9 +40,7 @@ def cancer_score(
 
     Genes are matched to the model's gene set by name; model genes absent from the section are filled with
     zeros (their number is logged and recorded). Features are scaled on the section's own values, as at
-    training (a model trained with ``align(scaling="balanced")`` re-centres each section on the mean of its
-    cancer and non-cancer spots as its own scores see them, re-scoring until the scores settle). No label is
-    read.
+    training. No label is read.
 
     Parameters
     ----------
@@ -63,15 +53,11 @@ def cancer_score(
         Name the written keys derive from (:class:`spacrd_sc._constants.Key`): ``obs[f"{key_added}_score"]``,
         ``obs[f"{key_added}_cancer"]``, ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
     threshold
-        Label-free rule that turns each section's scores into calls (see ``spacrd_sc.tl._threshold``).
-        Default ``"half_smooth"``: a spot is called cancer when the mean score of the spot and its graph
-        neighbours is ≥ 0.5; chosen by nested cross-validation on her2st for the default model
-        (``benchmarks/results/her2st_nested.md``). Others: ``"gmm"`` (2-component Gaussian mixture on the
-        scores, cut where the weighted components cross), ``"gmm_logit"`` (the same on logit-scale scores),
-        ``"gmm3"`` (3-component Gaussian mixture, every spot the lowest component does not claim is cancer),
-        ``"half"`` (score ≥ 0.5), ``"prior"`` (EM re-estimate of the section's cancer share from the training
-        share, Saerens et al. 2002, then a 0.5 cut on the adjusted posteriors), or any of these with
-        ``"_smooth"`` appended (applied to the mean score of each spot and its graph neighbours). A number: a
+        Label-free rule that turns each section's scores into calls (``spacrd_sc.tl._threshold`` says why each
+        exists). Default ``"half_smooth"``: a spot is called cancer when the mean score of the spot and its graph
+        neighbours is ≥ 0.5. ``"gmm"``: a 2-component Gaussian mixture on the scores, cut where the weighted
+        components cross (the SpaCRD paper's rule). ``"prior"``: EM re-estimate of the section's cancer share
+        from the training share (Saerens et al. 2002), then a 0.5 cut on the adjusted posteriors. A number: a
         fixed threshold on the score.
     library_key
         ``obs`` column of sections when ``data`` holds several; scaling and the call rule are per section.
@@ -82,13 +68,8 @@ def cancer_score(
         Layer with raw counts; default: the model's (``X`` when it was trained on ``X``).
     min_gene_overlap
         Refuse to score when fewer than this fraction of the model's genes are present.
-    adapt_batchnorm
-        Re-estimate the model's BatchNorm statistics on each section's own spots before scoring it (AdaBN,
-        an unsupervised adaptation to the section; the model is not changed; no label is read). Recorded in
-        ``uns[key_added]["params"]``. Off by default: on her2st it did not raise the inner-CV AUC (0.872 vs
-        0.875, ``benchmarks/results/her2st_nested.md``).
     batch_size, device
-        Inference batch size and device (default: the model's device).
+        Inference batch size (default: :meth:`~spacrd_sc.SpaCRD.predict`'s) and device (default: the model's device).
     seed
         Random seed of the GMM fit.
     {copy}
@@ -101,15 +82,14 @@ def cancer_score(
     ``obs[f"{key_added}_score"]``
         float32 cancer likelihood in [0, 1].
     ``obs[f"{key_added}_cancer"]``
-        bool, the call of the ``threshold`` rule (score, or smoothed score for ``*_smooth``, ≥ threshold).
+        bool, the call of the ``threshold`` rule (score, or smoothed score for ``"half_smooth"``, ≥ threshold).
     ``obsm[f"X_{key_added}"]``
         float32 (n_spots, 512) fused embedding.
     ``uns[key_added]``
-        ``"params"`` (settings, mode, gene overlap; ``"threshold"`` is the rule; ``"scaling_rounds"``: the
-        re-centring rounds of a model with ``scaling="balanced"``, else 0), ``"threshold"`` (float, or
+        ``"params"`` (settings, mode, gene overlap; ``"threshold"`` is the rule), ``"threshold"`` (float, or
         a dict per section), ``"called_share"`` (share of spots called cancer), ``"gmm"`` (fitted means, sds,
-        weights, for the GMM rules) and ``"cancer_share"`` (EM estimate of the section's cancer share, for
-        the ``"prior"`` rules); each per section when ``library_key`` is set.
+        weights, for ``"gmm"``) and ``"cancer_share"`` (EM estimate of the section's cancer share, for
+        ``"prior"``); each per section when ``library_key`` is set.
     """
     adata = _get_table(data, table_key)
     if adata.n_obs == 0:
@@ -117,7 +97,7 @@ def cancer_score(
     if not model.is_fitted:
         raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
     check_rule(threshold)
-    if str(threshold).startswith("prior") and source_share_of(model) is None:
+    if threshold == "prior" and source_share_of(model) is None:
         raise ValueError(f"threshold={threshold!r} needs the training cancer share, which this model did not record.")
     check_var_names(adata)
     overlap = int(adata.var_names.isin(model.genes).sum())
@@ -136,31 +116,20 @@ def cancer_score(
     spec = dataclasses.replace(spec, library_key=library_key).replace(neighbors_key=neighbors_key, layer=layer)
     if copy:
         adata = adata.copy()
-    raw = model_arrays_unscaled(adata, spec)
-    if raw.n_missing:
+    arrays = model_arrays(adata, spec)
+    if arrays.n_missing:
         logger.warning(
             "%d of the model's %d genes are absent from this section; they were set to zero.",
-            raw.n_missing,
+            arrays.n_missing,
             len(model.genes),
         )
-    predict = _predict_adapted if adapt_batchnorm else _predict
-    balanced = spec.scaling == "balanced"
-    # scaled in place unless the balanced re-centring needs the unscaled arrays again
-    pred = predict(model, scale_arrays(raw, spec.scaling, copy=balanced), batch_size=batch_size, device=device)
-    n_iter = 0
-    if balanced:  # re-centre each section on its class means as the model sees them, until the scores settle
-
-        def rescore(weights: np.ndarray) -> Prediction:
-            return predict(model, scale_arrays(raw, "balanced", weights), batch_size=batch_size, device=device)
-
-        pred, n_iter = rebalance(rescore, lambda p: p.proba, pred, raw.sections)
-        logger.info("Balanced scaling: %d re-centring rounds.", n_iter)
+    batch = {} if batch_size is None else {"batch_size": batch_size}
+    pred = model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, device=device, **batch)
     scores = pred.proba.astype(np.float32)
-    sections = raw.sections
+    sections = arrays.sections
     names = adata.obs[library_key].astype(str).to_numpy() if library_key is not None else np.full(adata.n_obs, "all")
     # Label-free calls (the `threshold` rule; logic in _threshold.py).
-    smooth = isinstance(threshold, str) and threshold.endswith("_smooth")
-    conn = adata.obsp[f"{spec.neighbors_key}_connectivities"] if smooth else None
+    conn = adata.obsp[Key.obsp.connectivities(spec.neighbors_key)] if threshold == "half_smooth" else None
     calls, call_infos = call_sections(
         scores, sections, names, threshold, source_share=source_share_of(model), connectivities=conn, seed=seed
     )
@@ -178,13 +147,11 @@ def cancer_score(
             "neighbors_key": spec.neighbors_key,
             "layer": spec.layer,
             "scaling": spec.scaling,
-            "scaling_rounds": n_iter,
-            "adapt_batchnorm": bool(adapt_batchnorm),
             "image_key": spec.image_key,
             "image_less": bool(model.image_less),
             "mode": model.mode_description,
             "n_model_genes": len(model.genes),
-            "n_genes_absent": raw.n_missing,
+            "n_genes_absent": arrays.n_missing,
             "spacrd_sc_version": __version__,
         },
         **threshold_uns(call_infos, per_section=library_key is not None),
@@ -193,25 +160,3 @@ def cancer_score(
     uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
     adata.uns[key_added] = uns
     return adata if copy else None
-
-
-def _predict(model: SpaCRD, arrays: ModelArrays, **kwargs: Any) -> Prediction:
-    return model.predict(arrays.x_gene, arrays.x_image, arrays.neighbors, **kwargs)
-
-
-def _predict_adapted(model: SpaCRD, arrays: ModelArrays, **kwargs: Any) -> Prediction:
-    """Predict section by section, each with BatchNorm statistics re-estimated on its own spots (AdaBN)."""
-    n = len(arrays.sections)
-    proba, embedding = np.empty(n, dtype=np.float32), None
-    local = np.empty(n, dtype=np.int64)
-    for s in np.unique(arrays.sections):
-        idx = np.flatnonzero(arrays.sections == s)
-        local[idx] = np.arange(idx.size)
-        nbr = arrays.neighbors[idx]
-        nbr = np.where(nbr >= 0, local[np.maximum(nbr, 0)], -1)  # graph neighbours never cross sections
-        x_image = None if arrays.x_image is None else arrays.x_image[idx]
-        pred = model.predict(arrays.x_gene[idx], x_image, nbr, adapt_batchnorm=True, **kwargs)
-        if embedding is None:
-            embedding = np.empty((n, pred.embedding.shape[1]), dtype=np.float32)
-        proba[idx], embedding[idx] = pred.proba, pred.embedding
-    return Prediction(proba, embedding)

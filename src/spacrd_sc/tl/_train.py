@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -15,8 +16,8 @@ from .._docs import inject_docs
 from .._logging import logger
 from .._settings import settings
 from .._utils import _get_table, _warn_overwrite
-from ..model import SpaCRD
-from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes, source_weights
+from ..model import ModelConfig, SpaCRD, TrainingConfig
+from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes
 
 
 @inject_docs
@@ -30,18 +31,17 @@ def align(
     n_top_genes: int = 3000,
     genes: Sequence[str] | None = None,
     target_genes: Sequence[str] | None = None,
-    scaling: Literal["standard", "minmax", "none", "balanced"] = "standard",
-    label_key: str = LABEL_KEY,
+    scaling: Literal["standard", "minmax", "none"] = "standard",
     use_contrastive: bool = True,
     use_cross_attention: bool = True,
     use_vae: bool = True,
     modality: Literal["both", "expression", "image"] = "both",
     model_kwargs: dict[str, Any] | None = None,
-    epochs: int | None = None,
-    batch_size: int = 512,
-    lr: float | None = None,
+    epochs: int | None = TrainingConfig.align_epochs,
+    batch_size: int = TrainingConfig.batch_size,
+    lr: float = TrainingConfig.align_lr,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = TrainingConfig.seed,
     progress_bar: bool | None = None,
     table_key: str = TABLE_KEY,
 ) -> SpaCRD:
@@ -71,15 +71,8 @@ def align(
         Target genes absent from the sources are left out (their number is logged); duplicates are ignored;
         names are matched exactly (an error points out a letter-case mismatch).
     scaling
-        Per-section scaling of every feature on the section's own values: ``"standard"`` (z-score),
-        ``"minmax"`` (to [0, 1], as the reference code), ``"none"``, or ``"balanced"``: a z-score whose mean
-        and standard deviation weight cancer and non-cancer spots half each (source labels here; at
-        :func:`cancer_score` the model's own probabilities, re-estimated until they settle), so that a
-        section is not centred on tumour because it is mostly tumour. On her2st it ranked spots slightly worse
-        than the z-score (inner AUC −0.002) and called them a little better (inner F1 +0.012); nested CV kept
-        ``"standard"`` (``benchmarks/README.md``, fifth round).
-    label_key
-        ``obs`` column with the binary cancer label; read only with ``scaling="balanced"``.
+        Per-section scaling of every feature on the section's own values: ``"standard"`` (z-score, the
+        default), ``"minmax"`` (to [0, 1], as the reference code) or ``"none"``.
     use_contrastive, use_cross_attention, use_vae, modality
         Switches for the paper's ablations (no contrastive stage, no cross-attention, no VAE; ``modality``
         ``"expression"`` or ``"image"`` for single-modality models).
@@ -90,7 +83,8 @@ def align(
         single network instead of the default seed ensemble of three (probabilities averaged; a third of the
         training time).
     epochs, batch_size, lr
-        Stage-1 schedule; ``None`` keeps the model's defaults.
+        Stage-1 schedule (:class:`~spacrd_sc.model.TrainingConfig`); ``epochs=None``: 5 for the image-less model,
+        20 for the image-gene alignment.
     {device}
     {seed}
     {progress_bar}
@@ -104,7 +98,6 @@ def align(
     adata = _get_table(data, table_key)
     if adata.n_obs == 0:
         raise ValueError("The table has no spots.")
-    y = binary_labels(adata, label_key) if scaling == "balanced" else None  # checked before any work
     if image_key is not None and image_key not in adata.obsm:
         logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
         image_key = None
@@ -118,7 +111,7 @@ def align(
     genes = _choose_genes(adata, genes, target_genes, layer=layer, library_key=library_key, n_top_genes=n_top_genes)
     spec = FeatureSpec(
         genes=tuple(genes),
-        n_neighbors=int((model_kwargs or {}).get("n_neighbors", 6)),
+        n_neighbors=int((model_kwargs or {}).get("n_neighbors", ModelConfig.n_neighbors)),
         n_image_features=n_image_features,
         image_key=image_key,
         layer=layer,
@@ -136,7 +129,8 @@ def align(
         preprocessing=spec.preprocessing(),
         **dict(model_kwargs or {}),
     )
-    arrays = model_arrays(adata, spec, weights=source_weights(adata, spec, y))
+    train = TrainingConfig(align_epochs=epochs, align_lr=lr, batch_size=batch_size, seed=seed)
+    arrays = model_arrays(adata, spec)
     logger.info(
         "Stage 1 on %d spots, %d sections, %d genes, %s.",
         adata.n_obs,
@@ -148,9 +142,8 @@ def align(
         arrays.x_gene,
         arrays.x_image,
         arrays.neighbors,
-        **_schedule(epochs, batch_size, lr),
+        config=train,
         device=device,
-        seed=seed,
         progress_bar=settings.progress_bar if progress_bar is None else progress_bar,
     )
     return model
@@ -164,15 +157,12 @@ def fit_vrbca(
     label_key: str = LABEL_KEY,
     neighbors_key: str | None = None,
     library_key: str | None = None,
-    epochs: int | None = None,
-    fused_epochs: int | None = None,
-    batch_size: int = 512,
-    lr: float | None = None,
-    label_smoothing: float = 0.0,
-    section_alignment: float = 0.0,
-    gene_dropout: float = 0.0,
+    epochs: int = TrainingConfig.fusion_epochs,
+    fused_epochs: int | None = TrainingConfig.fused_epochs,
+    batch_size: int = TrainingConfig.batch_size,
+    lr: float = TrainingConfig.fusion_lr,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = TrainingConfig.seed,
     progress_bar: bool | None = None,
     key_added: str = SCORE_KEY,
     table_key: str = TABLE_KEY,
@@ -190,20 +180,8 @@ def fit_vrbca(
     neighbors_key, library_key
         Default to the values given to :func:`align`.
     epochs, fused_epochs, batch_size, lr
-        Schedule: the first ``fused_epochs`` optimise the fusion loss only, the rest the classification loss.
-        ``None`` keeps the model's defaults.
-    label_smoothing
-        ε in [0, 1): train the classifier on targets ``ε/2`` / ``1 − ε/2`` instead of 0 / 1 (graded rather
-        than saturated scores; see :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Off by default.
-    section_alignment
-        λ ≥ 0: penalise how far each source section's mean fused representation lies from the other sections'
-        within each class (``obs[library_key]`` names the sections), so that the representation keeps less of
-        what identifies a section (batch, patient) beyond its tissue mix (see
-        :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Needs at least two sections. Off by default.
-    gene_dropout
-        p in [0, 1): zero each gene input of each spot with probability p in every training batch (inverted
-        dropout), so the model does not lean on a few genes (see :meth:`~spacrd_sc.SpaCRD.fit_fusion`). Off by
-        default.
+        Schedule (:class:`~spacrd_sc.model.TrainingConfig`): the first ``fused_epochs`` (default: half)
+        optimise the fusion loss only, the rest the classification loss.
     {device}
     {seed}
     {progress_bar}
@@ -214,7 +192,8 @@ def fit_vrbca(
 
     Returns
     -------
-    The trained model (``model.is_fitted``); per-epoch losses in ``model.history``. Writes to the table:
+    The trained model (``model.is_fitted``); per-epoch losses in ``model.history``, the settings of both stages in
+    ``model.training_config``. Writes to the table:
 
     ``obsm[f"X_{key_added}"]``
         float32 (n_spots, 512): fused embedding h* of every source spot (``X_spacrd`` by default).
@@ -222,30 +201,22 @@ def fit_vrbca(
     adata = _get_table(data, table_key)
     spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
     y = binary_labels(adata, label_key)
-    if section_alignment > 0 and spec.library_key is None:
-        raise ValueError("section_alignment > 0 needs `library_key`, the obs column naming each spot's section.")
-    arrays = model_arrays(adata, spec, weights=source_weights(adata, spec, y))
+    train = dataclasses.replace(
+        model.training_config,
+        fusion_epochs=epochs,
+        fused_epochs=fused_epochs,
+        fusion_lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    arrays = model_arrays(adata, spec)
     if arrays.n_missing:
         raise ValueError(
             f"{arrays.n_missing} model genes are absent from the training data; train on the data given to align."
         )
-    sched = _schedule(epochs, batch_size, lr)
-    if fused_epochs is not None:
-        sched["fused_epochs"] = fused_epochs
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     x = (arrays.x_gene, arrays.x_image, arrays.neighbors)
-    model.fit_fusion(
-        *x,
-        y,
-        **sched,
-        label_smoothing=label_smoothing,
-        sections=arrays.sections,
-        section_alignment=section_alignment,
-        gene_dropout=gene_dropout,
-        device=device,
-        seed=seed,
-        progress_bar=progress_bar,
-    )
+    model.fit_fusion(*x, y, config=train, device=device, progress_bar=progress_bar)
     emb_key = Key.embedding(key_added)
     _warn_overwrite(adata, "obsm", emb_key)
     adata.obsm[emb_key] = model.predict(*x).embedding
@@ -289,12 +260,3 @@ def _choose_genes(
         )
         target_genes = list(shared)
     return select_genes(adata, layer=layer, library_key=library_key, n_top_genes=n_top_genes, restrict_to=target_genes)
-
-
-def _schedule(epochs: int | None, batch_size: int, lr: float | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"batch_size": batch_size}
-    if epochs is not None:
-        out["epochs"] = epochs
-    if lr is not None:
-        out["lr"] = lr
-    return out
