@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._geometry import AREA_TYPES, _check_geometry
 from .._constants import CLASS_COLUMN
+from .._geometry import AREA_TYPES, _check_geometry
 from .._logging import logger
 from ._checks import _number
 
