@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 MODALITIES = ("both", "expression", "image")
 #: Spatial neighbours of each spot: the ``k`` of the squidpy graph and of the model's token sequence (the 6
@@ -53,9 +56,29 @@ def check_removed(d: Mapping[str, Any], removed: Mapping[str, Any], what: str) -
 def _positive_int_or_none(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < 1
+    ):
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
     return int(value)
+
+
+def _check_real(value: Any, name: str) -> float:
+    """A finite real number (bools refused), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    """``True`` / ``False`` (numpy bools too); anything else (e.g. the string ``"no"``) is a TypeError."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def json_record(value: dict | None, name: str) -> dict:
@@ -98,32 +121,38 @@ class ModelConfig:
         genes = self.genes
         if isinstance(genes, str) or not hasattr(genes, "__iter__"):
             raise TypeError("genes must be a sequence of gene names, not a single string.")
-        genes = tuple(str(g) for g in genes)
+        genes = tuple(genes)
+        bad = [g for g in genes if not isinstance(g, str) or not g]
+        if bad:
+            raise TypeError(f"genes must be non-empty strings; found {bad[:5]!r}.")
         if not genes and self.modality != "image":
             raise ValueError("genes is empty: the model needs at least one gene.")
         if len(set(genes)) != len(genes):
             seen: set[str] = set()
             dup = {g for g in genes if g in seen or seen.add(g)}
             raise ValueError(f"genes contains duplicates: {sorted(dup)[:10]}.")
-        hidden_dims = tuple(int(d) for d in self.hidden_dims)
+        if isinstance(self.hidden_dims, str) or not hasattr(self.hidden_dims, "__iter__"):
+            raise TypeError(f"hidden_dims must be a sequence of layer sizes, got {self.hidden_dims!r}.")
+        hidden_dims = tuple(_check_int(d, "hidden_dims", 0) for d in self.hidden_dims)
         if not hidden_dims or min(hidden_dims) < 1:
             raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims}.")
-        if self.n_heads < 1 or hidden_dims[-1] % self.n_heads:
-            raise ValueError(
-                f"n_heads={self.n_heads} must divide the embedding size hidden_dims[-1]={hidden_dims[-1]}."
-            )
-        if not 0.0 <= self.dropout < 1.0:
+        n_heads = _check_int(self.n_heads, "n_heads", 0)
+        if n_heads < 1 or hidden_dims[-1] % n_heads:
+            raise ValueError(f"n_heads={n_heads} must divide the embedding size hidden_dims[-1]={hidden_dims[-1]}.")
+        dropout, temperature, alpha = (_check_real(getattr(self, k), k) for k in ("dropout", "temperature", "alpha"))
+        beta, gamma = _check_real(self.beta, "beta"), _check_real(self.gamma, "gamma")
+        if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.temperature <= 0:
+        if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0.0 <= self.alpha <= 1.0:
+        if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
-        if int(self.n_neighbors) != self.n_neighbors or self.n_neighbors < 0:
-            raise ValueError(f"n_neighbors must be a non-negative integer, got {self.n_neighbors}.")
-        if self.latent_dim < 1:
+        n_neighbors = _check_int(self.n_neighbors, "n_neighbors", 0)
+        if _check_int(self.latent_dim, "latent_dim", 0) < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}.")
-        if self.beta < 0 or self.gamma < 0:
+        if beta < 0 or gamma < 0:
             raise ValueError(f"beta and gamma must be >= 0, got beta={self.beta}, gamma={self.gamma}.")
+        flags = {k: _check_bool(getattr(self, k), k) for k in ("use_contrastive", "use_cross_attention", "use_vae")}
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}.")
         n_image = _positive_int_or_none(self.n_image_features, "n_image_features")
@@ -135,17 +164,15 @@ class ModelConfig:
             "genes": genes,
             "n_image_features": n_image,
             "hidden_dims": hidden_dims,
-            "dropout": float(self.dropout),
-            "temperature": float(self.temperature),
-            "alpha": float(self.alpha),
-            "n_heads": int(self.n_heads),
-            "n_neighbors": int(self.n_neighbors),
+            "dropout": dropout,
+            "temperature": temperature,
+            "alpha": alpha,
+            "n_heads": n_heads,
+            "n_neighbors": n_neighbors,
             "latent_dim": int(self.latent_dim),
-            "beta": float(self.beta),
-            "gamma": float(self.gamma),
-            "use_contrastive": bool(self.use_contrastive),
-            "use_cross_attention": bool(self.use_cross_attention),
-            "use_vae": bool(self.use_vae),
+            "beta": beta,
+            "gamma": gamma,
+            **flags,
             "n_pcs": _positive_int_or_none(self.n_pcs, "n_pcs"),
             "n_members": int(self.n_members),
         }
@@ -232,7 +259,13 @@ class ModelConfig:
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < minimum
+    ):
         what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
         raise ValueError(f"{name} must be {what}, got {value!r}.")
     return int(value)
@@ -311,8 +344,8 @@ class TrainingConfig:
         }
         for name in ("align_lr", "fusion_lr"):
             lr = getattr(self, name)
-            if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-                raise ValueError(f"lr must be > 0, got {lr!r}.")
+            if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+                raise ValueError(f"lr must be > 0 and finite, got {lr!r}.")
             values[name] = float(lr)
         if self.batching not in BATCHINGS:
             raise ValueError(f"batching must be 'local' or 'random', got {self.batching!r}.")

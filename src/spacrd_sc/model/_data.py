@@ -214,8 +214,8 @@ def check_loop_args(epochs: int, batch_size: int, lr: float, n_spots: int) -> No
         raise ValueError(f"epochs must be a positive integer, got {epochs}.")
     if int(batch_size) != batch_size or batch_size < 2:
         raise ValueError(f"batch_size must be an integer >= 2, got {batch_size}.")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}.")
+    if not 0 < lr < float("inf"):
+        raise ValueError(f"lr must be > 0 and finite, got {lr}.")
 
 
 def resolve_fused_epochs(epochs: int, fused_epochs: int | None, *, use_vae: bool) -> int:

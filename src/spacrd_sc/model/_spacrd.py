@@ -13,7 +13,7 @@ import torch
 from .._logging import logger
 from .._utils import _resolve_device
 from . import _io
-from ._config import DEFAULT_PREDICT_BATCH_SIZE, ModelConfig, TrainingConfig, json_record
+from ._config import DEFAULT_PREDICT_BATCH_SIZE, ModelConfig, TrainingConfig, _check_int, json_record
 from ._data import check_inputs, check_loop_args, resolve_fused_epochs
 from ._loops import Trained, build_net, infer, run_alignment, run_fusion
 from ._modules import SpaCRDNet
@@ -381,8 +381,7 @@ class SpaCRD:
         if not self.is_fitted:
             raise NotFittedError("This SpaCRD model is not fitted yet: call fit_alignment and fit_fusion first.")
         feats, nbr, _ = check_inputs(self._cfg, x_gene, x_image, neighbors)
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        batch_size = _check_int(batch_size, "batch_size", 1)
         dev = self._device if device is None else _resolve_device(device)
         self._move(dev)
         tensors, nbr_t = [torch.from_numpy(f).to(dev) for f in feats], torch.from_numpy(nbr).to(dev)
