@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .. import __version__, _validate
 from .._constants import LABEL_KEY, LIBRARY_KEY
 from .._docs import inject_docs
 from .._logging import logger
@@ -127,6 +127,7 @@ def her2st_model(
         genes = [str(g) for g in genes]
         if not genes:
             raise ValueError("genes is empty.")
+        _validate.enough_genes(len(set(genes)), what="genes", fix="Pass the section's full gene list.")
     if epochs is not None and (int(epochs) != epochs or epochs < 2):
         raise ValueError(f"epochs must be an integer >= 2 (or None for the defaults), got {epochs!r}.")
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar

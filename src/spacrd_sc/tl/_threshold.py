@@ -221,6 +221,10 @@ def check_rule(rule: str | float) -> None:
     """Raise a ``ValueError`` unless ``rule`` is a number or one of :data:`RULES`."""
     if isinstance(rule, bool) or not (isinstance(rule, int | float) or rule in RULES):
         raise ValueError(f"threshold must be a number or one of {list(RULES)}, got {rule!r}.")
+    if not isinstance(rule, str):
+        from .. import _validate
+
+        _validate.threshold(rule)  # finite, in [0, 1]: a NaN threshold would call no spot
 
 
 def source_share_of(model: Any) -> float | None:
