@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ._constants import SPATIAL_KEY
+from ._constants import MIN_GENES, SPATIAL_KEY
 from ._logging import logger
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def obs_column(adata: AnnData, key: str, *, param: str, hint: str = "") -> pd.Se
 def bool_column(adata: AnnData, key: str, *, param: str = "label_key", hint: str = "") -> np.ndarray:
     """``obs[key]`` as a bool array, checked: bool, or 0/1 numbers, without missing values.
 
-    Strings and categories are refused (``TypeError``) with the fix: ``astype(bool)`` reads any non-empty
+    Strings and categories are refused (``ValueError``) with the fix: ``astype(bool)`` reads any non-empty
     string, ``"False"`` included, as ``True``.
     """
     col = obs_column(adata, key, param=param, hint=hint)
@@ -91,12 +91,16 @@ def bool_column(adata: AnnData, key: str, *, param: str = "label_key", hint: str
         f'make it boolean first, e.g. `adata.obs[{key!r}] = adata.obs["pathology"].isin(["invasive cancer", '
         f'"cancer in situ"])` or `adata.obs[{key!r}] = adata.obs[{key!r}].astype(str) == "True"`'
     )
-    if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or pd.api.types.is_string_dtype(col):
+    present = col.dropna()
+    textual = isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col)
+    if col.dtype == object:  # bools with missing values are object too: text only where a value is not a number
+        textual = not all(isinstance(v, bool | int | float | np.bool_ | np.number) for v in present)
+    if textual:
         kind = "categorical" if isinstance(col.dtype, pd.CategoricalDtype) else "text"
-        vals = [str(v) for v in pd.unique(col.dropna())[:5]]
-        raise TypeError(
-            f"adata.obs[{key!r}] is {kind} (values {vals}), not boolean: spacrd_sc does not guess which values "
-            f"mean cancer ('False' as text would read as True). {fix[0].upper()}{fix[1:]}."
+        vals = [str(v) for v in pd.unique(present)[:5]]
+        raise ValueError(
+            f"adata.obs[{key!r}] must be boolean or 0/1, but it is {kind} (values {vals}): spacrd_sc does not "
+            f"guess which values mean cancer ('False' as text would read as True). {fix[0].upper()}{fix[1:]}."
         )
     n_missing = int(col.isna().sum())
     if n_missing:
@@ -106,9 +110,9 @@ def bool_column(adata: AnnData, key: str, *, param: str = "label_key", hint: str
         )
     if pd.api.types.is_bool_dtype(col):
         return col.to_numpy(dtype=bool)
-    if not pd.api.types.is_numeric_dtype(col):
-        raise TypeError(f"adata.obs[{key!r}] has dtype {col.dtype}, not boolean; {fix}.")
-    values = col.to_numpy(dtype=np.float64)
+    if not (pd.api.types.is_numeric_dtype(col) or col.dtype == object):
+        raise ValueError(f"adata.obs[{key!r}] must be boolean or 0/1, got dtype {col.dtype}; {fix}.")
+    values = col.to_numpy().astype(np.float64)
     bad = ~np.isin(values, (0.0, 1.0))
     if bad.any():
         raise ValueError(
@@ -120,9 +124,11 @@ def bool_column(adata: AnnData, key: str, *, param: str = "label_key", hint: str
 # ------------------------------------------------------------------------------------- scores / thresholds
 def scores(adata: AnnData, score_key: str, *, hint: str = "run `sc_crd.tl.cancer_score` first.") -> np.ndarray:
     """``obs[score_key]`` as float64, checked to be numeric and finite (a NaN score never reads as "not cancer")."""
-    col = obs_column(adata, score_key, param="score_key", hint=hint)
+    if score_key not in adata.obs:
+        raise KeyError(f"score_key {score_key!r} is not in adata.obs; {hint}")
+    col = obs_column(adata, score_key, param="score_key")
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        raise TypeError(f"adata.obs[{score_key!r}] must hold numeric scores, got dtype {col.dtype}.")
+        raise ValueError(f"adata.obs[{score_key!r}] must hold numeric scores, got dtype {col.dtype}.")
     s = col.to_numpy(dtype=np.float64)
     bad = ~np.isfinite(s)
     if bad.any():
@@ -137,7 +143,7 @@ def threshold(value: Any, *, param: str = "threshold", values: np.ndarray | None
     """``value`` as a finite float. With the scores ``values`` in [0, 1] (probabilities), a threshold outside
     [0, 1] is refused too: it would call every spot or none."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{param} must be a number, got {value!r}.")
+        raise ValueError(f"{param} must be a number, got {value!r}.")
     t = float(value)
     if not np.isfinite(t):
         raise ValueError(f"{param} must be a finite number, got {value!r}: comparisons with NaN call no spot.")
@@ -161,7 +167,7 @@ def coordinates(adata: AnnData, key: str = SPATIAL_KEY) -> np.ndarray:
     try:
         xy = xy[:, :2].astype(np.float64)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"adata.obsm[{key!r}] must hold numbers, got dtype {xy.dtype}.") from err
+        raise ValueError(f"adata.obsm[{key!r}] must hold numbers, got dtype {xy.dtype}.") from err
     bad = ~np.isfinite(xy).all(axis=1)
     if bad.any():
         raise ValueError(
@@ -239,9 +245,10 @@ def enough_genes(n: int, *, what: str, fix: str) -> None:
     need = min_genes()
     if n < need:
         raise ValueError(
-            f"{what}: {n} genes, fewer than the minimum of {need} (spacrd_sc._constants.MIN_GENES: the gene "
-            f"encoder's principal components and the highly-variable-gene choice mean nothing on a handful of "
-            f"genes). {fix} To go below it knowingly (toy data): `sc_crd.settings.min_genes = {max(n, 1)}`."
+            f"{what}: {n} genes, below the minimum of {need} (`sc_crd.settings.min_genes`, default "
+            f"MIN_GENES = {MIN_GENES}: the gene encoder's principal components and the highly-variable-gene choice "
+            f"mean nothing on a handful of genes). {fix} To go below it knowingly (toy data): "
+            f"`sc_crd.settings.min_genes = {max(n, 1)}`."
         )
 
 

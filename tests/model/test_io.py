@@ -121,11 +121,13 @@ LEGACY = Path(__file__).parents[1] / "data" / "legacy_models"
 
 
 @pytest.mark.parametrize("name", ["imageless", "image"])
-def test_legacy_model_folders_load(name):
+def test_legacy_model_folders_load(name, monkeypatch):
     """Folders saved by spacrd_sc before the ModelConfig/_io refactor load and score exactly as they did."""
     import anndata as ad
 
     import spacrd_sc as sc_crd
+
+    monkeypatch.setattr(sc_crd.settings, "min_genes", 30)  # toy models of 30 genes, below MIN_GENES
 
     model = sc_crd.SpaCRD.load(LEGACY / name, device="cpu")
     assert model.is_fitted and model.image_less == (name == "imageless")

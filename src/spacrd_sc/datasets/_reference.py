@@ -127,9 +127,10 @@ def her2st_model(
         genes = [str(g) for g in genes]
         if not genes:
             raise ValueError("genes is empty.")
-        _validate.enough_genes(len(set(genes)), what="genes", fix="Pass the section's full gene list.")
     if epochs is not None and (int(epochs) != epochs or epochs < 2):
         raise ValueError(f"epochs must be an integer >= 2 (or None for the defaults), got {epochs!r}.")
+    if genes is not None:  # before any her2st section is read or any training starts
+        _validate.enough_genes(len(set(genes)), what="genes", fix="Pass the section's full gene list.")
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
     folder = root / _cache_key(genes, seed, __version__, epochs)

@@ -202,10 +202,8 @@ def tumour_regions(
     ------
     KeyError
         Missing score/call column, spot graph, ``library_key`` or pixel size.
-    TypeError
-        A call column of text or categories (not boolean).
     ValueError
-        ``min_region_size`` < 1 or ``boundary_width`` < 1; NaN scores or threshold; a spot graph without
+        A call column of text or categories (not boolean); ``min_region_size`` < 1 or ``boundary_width`` < 1; NaN scores or threshold; a spot graph without
         edges or with edges between sections; NaN coordinates; ``key_added`` naming a key spacrd_sc did not
         write (without ``overwrite=True``).
     """

@@ -135,7 +135,7 @@ def cancer_score(
         )
     _validate.enough_genes(
         overlap,
-        what=f"Model genes present in this section ({overlap} of {len(model.genes)})",
+        what=f"Genes shared by the model ({len(model.genes)} genes) and this section",
         fix="Use a model trained on this section's genes (`align(..., target_genes=target.var_names)`).",
     )
     spec = FeatureSpec.of(model)
