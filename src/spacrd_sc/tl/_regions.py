@@ -203,9 +203,9 @@ def tumour_regions(
     KeyError
         Missing score/call column, spot graph, ``library_key`` or pixel size.
     ValueError
-        A call column of text or categories (not boolean); ``min_region_size`` < 1 or ``boundary_width`` < 1; NaN scores or threshold; a spot graph without
-        edges or with edges between sections; NaN coordinates; ``key_added`` naming a key spacrd_sc did not
-        write (without ``overwrite=True``).
+        A call column of text or categories (not boolean); ``min_region_size`` < 1 or ``boundary_width`` < 1;
+        NaN scores or threshold; a spot graph without edges or with edges between sections; NaN coordinates;
+        ``key_added`` naming a key spacrd_sc did not write (without ``overwrite=True``).
     """
     if int(min_region_size) < 1 or int(boundary_width) < 1:
         raise ValueError(
