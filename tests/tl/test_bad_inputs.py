@@ -844,3 +844,21 @@ def test_min_genes_setting(ctx: Ctx) -> None:
         assert len(model.genes) == 10
     finally:
         sc_crd.settings.min_genes = before
+
+
+def test_her2st_sections_are_recognised(her2st_loader, caplog: pytest.LogCaptureFixture) -> None:
+    """A table read by ``datasets.her2st`` names its section where the warning looks for it (real data)."""
+    from types import SimpleNamespace
+
+    from spacrd_sc import _validate
+
+    b1 = her2st_loader("B1").tables["table"]
+    b4 = her2st_loader("B4").tables["table"]
+    model = SimpleNamespace(training_params={"her2st_model": {"sections": ["A1", "B1", "C1"]}})
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        assert _validate.her2st_training_sections(b1, model) == ["B1"]
+        assert _validate.her2st_training_sections(b4, model) == []  # unlabelled, never trained on
+    assert caplog.text.count("were in the training data") == 1
+    both = ad.concat({"B1": b1, "B4": b4}, label="section", uns_merge="unique")
+    assert _validate.her2st_training_sections(both, model, "section") == ["B1"]
+    assert _validate.her2st_training_sections(b1, SimpleNamespace(training_params={})) == []
