@@ -392,7 +392,22 @@ RAISED: list[Any] = [
         lambda c: _score_copy(c, threshold=True), ValueError, r"threshold must be a number", id="score-threshold-bool"
     ),
     pytest.param(
-        lambda c: _score_copy(c, _empty(c.target())), ValueError, r"0 spots; scoring needs at least 1", id="score-empty"
+        lambda c: _score_copy(c, _empty(c.target())),
+        ValueError,
+        r"0 spots; scoring \(a spot and a neighbour\) needs at least 2",
+        id="score-empty",
+    ),
+    pytest.param(
+        lambda c: _score_copy(c, _one_spot(c.target())),
+        ValueError,
+        r"1 spot; scoring \(a spot and a neighbour\) needs at least 2",
+        id="score-1spot",
+    ),
+    pytest.param(
+        lambda c: _regions(_one_spot(c.scored())),
+        ValueError,
+        r"1 spot; tumour_regions needs at least 2",
+        id="regions-1spot",
     ),
     pytest.param(
         lambda c: _score_copy(c, _no_graph(c.target())),

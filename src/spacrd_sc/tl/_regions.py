@@ -213,7 +213,7 @@ def tumour_regions(
         )
     if um_per_px is not None and not um_per_px > 0:
         raise ValueError(f"um_per_px must be positive, got {um_per_px!r}.")
-    adata = _validate.table(_get_table(data, table_key), what="tumour_regions")
+    adata = _validate.table(_get_table(data, table_key), min_spots=2, what="tumour_regions")
     written = {
         "obs": [key_added, f"{key_added}_distance_um", f"{key_added}_id"],
         "uns": [key_added, f"{key_added}_colors"],

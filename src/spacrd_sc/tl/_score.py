@@ -117,7 +117,7 @@ def cancer_score(
         weights, for the GMM rules) and ``"cancer_share"`` (EM estimate of the section's cancer share, for
         the ``"prior"`` rules); each per section when ``library_key`` is set.
     """
-    adata = _validate.table(_get_table(data, table_key), what="scoring")
+    adata = _validate.table(_get_table(data, table_key), min_spots=2, what="scoring (a spot and a neighbour)")
     if not model.is_fitted:
         raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
     check_rule(threshold)
