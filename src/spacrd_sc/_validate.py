@@ -87,11 +87,13 @@ def bool_column(adata: AnnData, key: str, *, param: str = "label_key", hint: str
     string, ``"False"`` included, as ``True``.
     """
     col = obs_column(adata, key, param=param, hint=hint)
+    present = col.dropna()
     fix = (
         f'make it boolean first, e.g. `adata.obs[{key!r}] = adata.obs["pathology"].isin(["invasive cancer", '
-        f'"cancer in situ"])` or `adata.obs[{key!r}] = adata.obs[{key!r}].astype(str) == "True"`'
+        f'"cancer in situ"])`'
     )
-    present = col.dropna()
+    if {str(v).lower() for v in pd.unique(present)} <= {"true", "false"}:
+        fix += f" or `adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).str.lower() == 'true'`"
     textual = isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col)
     if col.dtype == object:  # bools with missing values are object too: text only where a value is not a number
         textual = not all(isinstance(v, bool | int | float | np.bool_ | np.number) for v in present)
@@ -105,8 +107,8 @@ def bool_column(adata: AnnData, key: str, *, param: str = "label_key", hint: str
     n_missing = int(col.isna().sum())
     if n_missing:
         raise ValueError(
-            f"adata.obs[{key!r}] has {n_missing} missing values; drop those spots or fill them "
-            f"(`adata.obs[{key!r}] = adata.obs[{key!r}].fillna(False).astype(bool)`)."
+            f"adata.obs[{key!r}] has {n_missing} missing values, which would read as neither class; drop those "
+            f"spots first (`adata = adata[adata.obs[{key!r}].notna()].copy()`)."
         )
     if pd.api.types.is_bool_dtype(col):
         return col.to_numpy(dtype=bool)
