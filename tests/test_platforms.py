@@ -34,9 +34,9 @@ BACKBONE = {"backbone": "resnet18", "pretrained": False, "size": 32, "batch_size
 
 @pytest.fixture(scope="module", autouse=True)
 def _toy_panel():
-    """The folders carry a 25-gene toy panel, below ``MIN_GENES``: lowered knowingly for this module only."""
+    """The folders carry a toy panel (24 distinct genes), below ``MIN_GENES``: lowered knowingly for this module."""
     before = sc_crd.settings.min_genes
-    sc_crd.settings.min_genes = N_SHARED
+    sc_crd.settings.min_genes = 20
     yield
     sc_crd.settings.min_genes = before
 
