@@ -32,8 +32,17 @@ SMALL_MODEL = {"hidden_dims": (64, 32, 32), "n_heads": 4, "latent_dim": 8}
 BACKBONE = {"backbone": "resnet18", "pretrained": False, "size": 32, "batch_size": 32}
 
 
-@pytest.fixture(scope="session")
-def her2st_model(her2st_loader):
+@pytest.fixture(scope="module", autouse=True)
+def _toy_panel():
+    """The folders carry a toy panel (24 distinct genes), below ``MIN_GENES``: lowered knowingly for this module."""
+    before = sc_crd.settings.min_genes
+    sc_crd.settings.min_genes = 20
+    yield
+    sc_crd.settings.min_genes = before
+
+
+@pytest.fixture(scope="module")
+def her2st_model(her2st_loader, _toy_panel):
     """A small expression-only SpaCRD trained on labelled her2st sections, on the genes of the test folders."""
     genes = sorted(set(tenx.gene_table(N_SHARED)["name"]))
     tables = {}

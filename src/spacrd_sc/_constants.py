@@ -24,6 +24,12 @@ SCORE_KEY = "spacrd"
 LABEL_KEY = "cancer"
 #: ``obs`` column with the pathologist category.
 PATHOLOGY_KEY = "pathology"
+#: Fewest genes a model may be trained or scored on (``spacrd_sc.settings.min_genes``, default). The gene
+#: encoder reads the top principal components of the genes and the gene set is chosen as highly variable genes:
+#: both mean nothing on a handful of genes, and such a model trains for minutes to give scores that rank spots
+#: no better than one marker (the her2st model on 5 overlapping genes, issue #23). 50 is below every targeted
+#: panel in use (Xenium panels hold 300+ genes) and far below the 3000 genes of the default model.
+MIN_GENES = 50
 #: Environment variable pointing at the local data folder (the one that holds ``her2st/``).
 DATA_DIR_ENV = "SPACRD_DATA_DIR"
 #: Column with the class name of each annotation polygon (read by :mod:`spacrd_sc.io`, written by

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._constants import DATA_DIR_ENV
+from ._constants import DATA_DIR_ENV, MIN_GENES
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -34,12 +34,18 @@ class Settings:
         or ``"mps"``.
     progress_bar
         Default of ``progress_bar=None`` in long-running functions.
+    min_genes
+        Fewest genes :func:`~spacrd_sc.tl.align`, :func:`~spacrd_sc.tl.fit_vrbca`,
+        :func:`~spacrd_sc.tl.cancer_score` and :func:`~spacrd_sc.datasets.her2st_model` accept (model genes,
+        or genes shared with the section), default :data:`~spacrd_sc._constants.MIN_GENES` (50). Lower it
+        only for toy data and tests.
     """
 
     def __init__(self) -> None:
         self._data_dir: Path | None = None
         self._device = "auto"
         self._progress_bar = True
+        self._min_genes = MIN_GENES
 
     @property
     def data_dir(self) -> Path | None:
@@ -71,6 +77,16 @@ class Settings:
         if not isinstance(value, bool):
             raise TypeError(f"settings.progress_bar must be a bool, got {value!r}.")
         self._progress_bar = value
+
+    @property
+    def min_genes(self) -> int:
+        return self._min_genes
+
+    @min_genes.setter
+    def min_genes(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"settings.min_genes must be a positive integer, got {value!r}.")
+        self._min_genes = value
 
     def __repr__(self) -> str:
         return f"Settings(data_dir={self.data_dir!r}, device={self.device!r}, progress_bar={self.progress_bar!r})"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._constants import TABLE_KEY
-from ._logging import logger
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -49,12 +48,6 @@ def _resolve_device(device: str | None = "auto") -> str:
     if not (dev == "cpu" or dev.startswith("cuda") or dev == "mps"):
         raise ValueError(f"Unknown device {dev!r}; use 'auto', 'cpu' or 'cuda[:N]'.")
     return dev
-
-
-def _warn_overwrite(adata: AnnData, where: str, key: str) -> None:
-    """Log a warning when ``adata.<where>[key]`` exists and is about to be replaced (nothing is replaced silently)."""
-    if key in getattr(adata, where):
-        logger.warning("Overwriting adata.%s[%r].", where, key)
 
 
 def _progress(iterable: Any = None, **kwargs: Any) -> Any:

@@ -315,13 +315,14 @@ def _assert_calls_match(calls, expected_calls, scores, threshold) -> None:
 
 
 @pytest.mark.parametrize("name", ["imageless", "image"])
-def test_legacy_model_folders_load(name, caplog):
+def test_legacy_model_folders_load(name, caplog, monkeypatch):
     """Folders saved by spacrd_sc before the ModelConfig/_io refactor (format 1, no manifest) load and score as
     they did, within float32 tolerance: the stored scores were computed on another machine."""
     import anndata as ad
 
     import spacrd_sc as sc_crd
 
+    monkeypatch.setattr(sc_crd.settings, "min_genes", 30)  # toy models of 30 genes, below MIN_GENES
     with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
         model = sc_crd.SpaCRD.load(LEGACY / name, device="cpu")
     assert "format_version 1" in caplog.text and "Save it again" in caplog.text
@@ -338,10 +339,12 @@ def test_legacy_model_folders_load(name, caplog):
 
 
 @pytest.mark.parametrize("name", ["imageless", "image"])
-def test_legacy_folder_saved_again_gets_a_manifest(name, tmp_path, caplog):
+def test_legacy_folder_saved_again_gets_a_manifest(name, tmp_path, caplog, monkeypatch):
     import anndata as ad
 
     import spacrd_sc as sc_crd
+
+    monkeypatch.setattr(sc_crd.settings, "min_genes", 30)  # toy models of 30 genes, below MIN_GENES
 
     folder = tmp_path / name
     shutil.copytree(LEGACY / name, folder)

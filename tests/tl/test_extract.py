@@ -133,11 +133,18 @@ def test_extract_copy_and_overwrite_warning(sdata, caplog):
     assert res.obsm["X_img"].shape == (table.n_obs, 512)
     assert "X_img" not in table.obsm and "X_img" not in table.uns
 
-    table.obsm["X_img"] = np.zeros((table.n_obs, 3), dtype=np.float32)
-    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+    table.obsm["X_img"] = np.zeros((table.n_obs, 3), dtype=np.float32)  # a user's key: never replaced silently
+    with pytest.raises(ValueError, match=r"adata.obsm\['X_img'\] already exists and spacrd_sc did not write it"):
         extract_uni(sdata, key_added="X_img", **kw)
-    assert "Overwriting adata.obsm['X_img']" in caplog.text
+    assert table.obsm["X_img"].shape == (table.n_obs, 3)
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        extract_uni(sdata, key_added="X_img", overwrite=True, **kw)
+    assert "Overwriting adata.obsm['X_img'] (not written by spacrd_sc; overwrite=True)" in caplog.text
     assert table.obsm["X_img"].shape == (table.n_obs, 512)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):  # its own key: replaced with a warning
+        extract_uni(sdata, key_added="X_img", **kw)
+    assert "Overwriting adata.obsm['X_img']." in caplog.text
 
 
 def test_rows_follow_table_order_and_batches(sdata, small_weights):

@@ -84,7 +84,7 @@ def test_save_load_identical_scores(tmp_path, target, trained):
 
 def test_same_seed_same_scores(sources, target):
     def run(seed):
-        m = sc_crd.tl.align(sources, n_top_genes=40, seed=seed, **SMALL, **FAST)
+        m = sc_crd.tl.align(sources, n_top_genes=50, seed=seed, **SMALL, **FAST)
         m = sc_crd.tl.fit_vrbca(sources, m, seed=seed, **FAST)
         return sc_crd.tl.cancer_score(target, m, copy=True).obs["spacrd_score"].to_numpy()
 
@@ -127,7 +127,7 @@ ABLATIONS = {
 def test_image_mode_and_ablations(name, sources_img):
     """Each switch really changes the network and the training, and every variant still learns the signal."""
     kw, encoders, n_blocks, vae, described, losses = ABLATIONS[name]
-    m = sc_crd.tl.align(sources_img, n_top_genes=40, **kw, **SMALL, **FAST)
+    m = sc_crd.tl.align(sources_img, n_top_genes=50, **kw, **SMALL, **FAST)
     net = m.net
     assert (net.image_encoder is not None, net.gene_encoder is not None) == ("image" in encoders, "gene" in encoders)
     assert len(getattr(net.fusion, "blocks", [])) == n_blocks
@@ -181,7 +181,7 @@ def test_bad_inputs(sources, target, trained):
         sc_crd.tl.cancer_score(t, trained)
     with pytest.raises(ValueError, match="image features"):
         sc_crd.tl.align(sources, modality="image", **FAST)
-    untrained = sc_crd.tl.align(sources, n_top_genes=20, **SMALL, **FAST)
+    untrained = sc_crd.tl.align(sources, n_top_genes=50, **SMALL, **FAST)
     with pytest.raises(ValueError, match="not trained"):
         sc_crd.tl.cancer_score(target, untrained)
 
@@ -191,8 +191,8 @@ def test_gene_sets_and_key_added(sources, target):
     ``key_added`` names the embedding in fit_vrbca as in cancer_score.
     """
     panel = [f"g{j}" for j in range(0, 120, 2)] + ["NOT_IN_SOURCES", "g0"]
-    m = sc_crd.tl.align(sources, target_genes=panel, n_top_genes=20, **SMALL, **{**FAST, "epochs": 1})
-    assert len(m.genes) == 20 and set(m.genes) <= set(panel[:60])
+    m = sc_crd.tl.align(sources, target_genes=panel, n_top_genes=50, **SMALL, **{**FAST, "epochs": 1})
+    assert len(m.genes) == 50 and set(m.genes) <= set(panel[:60])
     sc_crd.tl.fit_vrbca(sources, m, key_added="run1", **{**FAST, "epochs": 2})
     assert sources.obsm["X_run1"].shape == (sources.n_obs, D) and "X_spacrd" not in sources.obsm
     # one TrainingConfig records both stages' settings as given to align and fit_vrbca

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .. import __version__, _validate
 from .._constants import LABEL_KEY, LIBRARY_KEY
 from .._docs import inject_docs
 from .._logging import logger
@@ -210,6 +210,8 @@ def her2st_model(
 
     genes = _check_args(genes, seed, epochs, cache_dir)
     device = _resolve_device(device)
+    if genes is not None:  # before any her2st section is read or any training starts
+        _validate.enough_genes(len(set(genes)), what="genes", fix="Pass the section's full gene list.")
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
     folder = root / _cache_key(genes, seed, __version__, epochs)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from .. import _validate
 from .._constants import PATHOLOGY_KEY, TABLE_KEY, Key
 from .._logging import logger
 from .._utils import _get_table
@@ -87,12 +88,12 @@ def score_distribution(
     """
     import matplotlib.pyplot as plt
 
-    adata = _get_table(data, table_key)
-    if score_key not in adata.obs:
-        raise KeyError(f"score_key {score_key!r} is not in adata.obs; run `sc_crd.tl.cancer_score` first.")
+    adata = _validate.table(_get_table(data, table_key), what="score_distribution")
+    scores = _validate.scores(adata, score_key)
     if kind not in ("violin", "hist"):
         raise ValueError(f"kind must be 'violin' or 'hist', got {kind!r}.")
-    scores = adata.obs[score_key].to_numpy(dtype=float)
+    if threshold is not None:
+        threshold = _validate.threshold(threshold, values=scores)
     if groupby is None:
         groups = pd.Categorical(np.full(adata.n_obs, "all spots"))
     else:
@@ -182,6 +183,12 @@ def training_history(
     """
     import matplotlib.pyplot as plt
 
+    from ..model import SpaCRD
+
+    if not isinstance(model, SpaCRD):
+        raise TypeError(f"model must be a spacrd_sc.SpaCRD, got {type(model).__name__}.")
+    if isinstance(keys, str):
+        keys = [keys]
     history = {k: v for k, v in model.history.items() if len(v)}
     if not history:
         raise ValueError("The model has no training history yet: train it with `sc_crd.tl.align` / `fit_vrbca`.")

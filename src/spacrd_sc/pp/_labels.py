@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .. import _validate
 from .._constants import CLASS_COLUMN, SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._geometry import _check_finite_xy, _checked_polygons
 from .._logging import logger
-from .._utils import _get_table, _warn_overwrite
+from .._utils import _get_table
 from ..io import annotations as read_annotations
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ def annotate_spots(
     coordinate_system: str | None = None,
     table_key: str = TABLE_KEY,
     copy: bool = False,
+    overwrite: bool = False,
 ) -> AnnData | None:
     """Label every spot with the class of the drawn polygon that holds its centre.
 
@@ -242,6 +244,9 @@ def annotate_spots(
         ``obsm['spatial']`` — for the :mod:`spacrd_sc.io` readers the H&E's pixels (``"global"``).
     {table_key}
     {copy}
+    overwrite
+        Replace an existing ``obs[key_added]`` / ``uns[key_added]`` that spacrd_sc did not write (refused
+        otherwise, e.g. ``key_added="pathology"``); keys it wrote are replaced with a warning.
 
     Returns
     -------
@@ -262,7 +267,11 @@ def annotate_spots(
     """
     import geopandas as gpd
 
-    adata = _get_table(data, table_key)
+    adata = _validate.table(_get_table(data, table_key), what="annotate_spots")
+    written = {"obs": [key_added], "uns": [key_added]}
+    _validate.writable_keys(adata, written, overwrite=overwrite, record=key_added)
+    if coordinate_system is None:
+        _validate.coordinates(adata)
     polys = _polygons(data, annotations, class_key, coordinate_system)
     xy = _spot_centres(adata, data, coordinate_system)
     points = gpd.GeoDataFrame({"row": np.arange(adata.n_obs)}, geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]))
@@ -284,8 +293,6 @@ def annotate_spots(
     categories = classes + ([outside] if outside is not None and outside not in classes else [])
     if copy:
         adata = adata.copy()
-    for where in ("obs", "uns"):
-        _warn_overwrite(adata, where, key_added)
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
     params = {"class_key": class_key, "outside": outside, "coordinate_system": coordinate_system}
     adata.uns[key_added] = {
@@ -293,5 +300,6 @@ def annotate_spots(
         "n_inside": len(best),
         "n_overlap": n_overlap,
     }
+    _validate.record_written(adata, written)
     logger.info("%d of %d spots lie inside an annotated polygon.", len(best), adata.n_obs)
     return adata if copy else None

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._constants import TABLE_KEY
+from .. import _validate
+from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._patch_reader import _PatchReader
+from .._utils import _get_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -69,6 +71,9 @@ def spot_patches(
     KeyError
         ``image_key`` / ``table_key`` not found; no ``obsm['spatial']``; no spot diameter.
     """
+    table = _validate.table(_get_table(data, table_key), what="spot_patches")
+    if SPATIAL_KEY in table.obsm:
+        _validate.coordinates(table)
     reader = _PatchReader(
         data, size=size, diameter_px=diameter_px, image_key=image_key, table_key=table_key, context=context
     )

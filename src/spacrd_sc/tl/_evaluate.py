@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from spatialdata import SpatialData
 
+from .. import _validate
 from .._constants import LABEL_KEY, PATHOLOGY_KEY, TABLE_KEY, Key
 from .._utils import _get_table
 from ._inputs import binary_labels
@@ -55,9 +56,8 @@ def evaluate(
     from scipy.stats import ks_2samp
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-    adata = _get_table(data, table_key)
-    if score_key not in adata.obs:
-        raise KeyError(f"score_key {score_key!r} is not in adata.obs; run `sc_crd.tl.cancer_score` first.")
+    adata = _validate.table(_get_table(data, table_key), min_spots=2, what="evaluate (both classes)")
+    _validate.scores(adata, score_key)
     keep = np.ones(adata.n_obs, dtype=bool)
     if exclude_undetermined:
         if pathology_key not in adata.obs:
@@ -65,9 +65,7 @@ def evaluate(
         keep = (adata.obs[pathology_key].astype(str) != "undetermined").to_numpy()
     sub = adata[keep]
     y = binary_labels(sub, label_key)
-    s = sub.obs[score_key].to_numpy(dtype=np.float64)
-    if not np.isfinite(s).all():
-        raise ValueError(f"adata.obs[{score_key!r}] has NaN/inf values.")
+    s = _validate.scores(sub, score_key)
     calls = _calls(sub, score_key, call_key, threshold)
     return {
         "auc": float(roc_auc_score(y, s)),
@@ -83,9 +81,8 @@ def _calls(adata: AnnData, score_key: str, call_key: str | None, threshold: floa
     """Boolean cancer calls: ``score >= threshold`` when given, else ``obs[call_key]`` (default: the call column
     that :func:`spacrd_sc.tl.cancer_score` wrote beside ``score_key``)."""
     if threshold is not None:
-        if score_key not in adata.obs:
-            raise KeyError(f"score_key {score_key!r} is not in adata.obs; run `sc_crd.tl.cancer_score` first.")
-        return adata.obs[score_key].to_numpy(dtype=np.float64) >= float(threshold)
+        s = _validate.scores(adata, score_key)
+        return s >= _validate.threshold(threshold, values=s)
     if call_key is None:
         prefix = Key.prefix(score_key)
         call_key = Key.call(prefix) if prefix is not None else None
@@ -94,10 +91,7 @@ def _calls(adata: AnnData, score_key: str, call_key: str | None, threshold: floa
             f"No cancer calls: adata.obs[{call_key!r}] is missing (derived from score_key {score_key!r}). "
             "Pass `threshold=` or `call_key=`."
         )
-    col = adata.obs[call_key]
-    if col.isna().any():
-        raise ValueError(f"adata.obs[{call_key!r}] has {int(col.isna().sum())} missing values.")
-    return col.to_numpy().astype(bool)
+    return _validate.bool_column(adata, call_key, param="call_key")
 
 
 def evaluate_groups(
@@ -142,15 +136,13 @@ def evaluate_groups(
     0–1) and, with labels, ``label_fraction`` (share labelled cancer). Spots whose group is missing are left
     out.
     """
-    adata = _get_table(data, table_key)
+    adata = _validate.table(_get_table(data, table_key), what="evaluate_groups")
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
     missing = [k for k in keys if k not in adata.obs]
     if not keys or missing:
         raise KeyError(f"groupby {missing or keys!r} not in adata.obs ({list(adata.obs.columns)}).")
-    if score_key not in adata.obs:
-        raise KeyError(f"score_key {score_key!r} is not in adata.obs; run `sc_crd.tl.cancer_score` first.")
     df = adata.obs[keys].copy()
-    df["score"] = adata.obs[score_key].to_numpy(dtype=np.float64)
+    df["score"] = _validate.scores(adata, score_key)
     df["called"] = _calls(adata, score_key, call_key, threshold)
     agg = {
         "n_spots": ("score", "size"),
@@ -159,7 +151,7 @@ def evaluate_groups(
         "called_fraction": ("called", "mean"),
     }
     if label_key is not None and label_key in adata.obs:
-        df["label"] = adata.obs[label_key].astype(bool).to_numpy()
+        df["label"] = _validate.bool_column(adata, label_key)
         agg["label_fraction"] = ("label", "mean")
     out = df.groupby(keys, observed=True).agg(**agg)
     out["n_spots"] = out["n_spots"].astype(int)

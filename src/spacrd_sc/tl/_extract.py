@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _validate
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
 from .._logging import logger
-from .._utils import _get_table, _progress, _resolve_device, _warn_overwrite
+from .._utils import _get_table, _progress, _resolve_device
 from ..model import build_backbone, get_backbone_spec
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ def extract_uni(
     precision: str = "auto",
     progress_bar: bool = True,
     copy: bool = False,
+    overwrite: bool = False,
 ) -> AnnData | None:
     """Histology features per spot from a pathology foundation model (UNI by default).
 
@@ -158,6 +160,9 @@ def extract_uni(
         Show a progress bar over batches.
     copy
         Return a copy of the table with the results instead of writing into ``data``.
+    overwrite
+        Replace an existing ``obsm[key_added]`` / ``uns[key_added]`` that spacrd_sc did not write (refused
+        otherwise, naming it).
 
     Returns
     -------
@@ -167,7 +172,8 @@ def extract_uni(
     - ``.uns[key_added]['params']``: ``backbone``, ``timm_model``, ``weights`` (local path,
       ``"hf-hub:<repo>/<file>"`` or ``"random-init"``), ``size``, ``diameter_px``, ``context``, ``image_key``,
       ``mean``, ``std``, ``precision``, ``device``, ``batch_size``.
-    An existing ``.obsm[key_added]`` is overwritten with a warning.
+    An existing ``.obsm[key_added]`` written by spacrd_sc is overwritten with a warning; one it did not write
+    is refused unless ``overwrite=True``.
     """
     import torch
 
@@ -193,9 +199,11 @@ def extract_uni(
     dev = _resolve_device(device)
     prec = _resolve_precision(precision, dev)
 
-    table = _get_table(data, table_key)
-    if table.n_obs == 0:
-        raise ValueError("The table has no spots (0 rows): nothing to extract.")
+    table = _validate.table(_get_table(data, table_key), what="extract_uni")
+    written = {"obsm": [key_added], "uns": [key_added]}
+    _validate.writable_keys(table, written, overwrite=overwrite, record=key_added)
+    if SPATIAL_KEY in table.obsm:
+        _validate.coordinates(table)
     _check_image(data, image_key)
 
     from .._patch_reader import _PatchReader
@@ -248,7 +256,6 @@ def extract_uni(
 
     # ---- write
     adata = table.copy() if copy else table
-    _warn_overwrite(adata, "obsm", key_added)
     adata.obsm[key_added] = feats
     diameter = getattr(reader, "diameter_px", None)
     params: dict[str, Any] = {
@@ -265,6 +272,6 @@ def extract_uni(
         "device": dev,
         "batch_size": int(batch_size),
     }
-    _warn_overwrite(adata, "uns", key_added)
     adata.uns[key_added] = {"params": params}
+    _validate.record_written(adata, written)
     return adata if copy else None

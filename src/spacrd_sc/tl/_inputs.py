@@ -17,6 +17,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .. import _validate
 from .._constants import IMAGE_FEATURES_KEY, LIBRARY_KEY, SPATIAL_KEY, Key
 from .._logging import logger
 from ..model import ModelConfig
@@ -123,8 +124,11 @@ def select_genes(
     eligible = np.ones(adata.n_vars, dtype=bool)
     for s in np.unique(sections):
         eligible &= np.asarray((X[sections == s] > 0).sum(axis=0)).ravel() > 0
+    _validate.log_dropped_genes(adata.var_names[~eligible], "no counts in some source section", of=adata.n_vars)
     if restrict_to is not None:
-        eligible &= adata.var_names.isin(pd.Index(restrict_to))
+        shared = adata.var_names.isin(pd.Index(restrict_to))
+        _validate.log_dropped_genes(adata.var_names[eligible & ~shared], "not among the target genes", of=adata.n_vars)
+        eligible &= shared
     n_eligible = int(eligible.sum())
     if n_eligible == 0:
         raise ValueError("No gene is expressed in every source section (and shared with `restrict_to`).")
@@ -143,7 +147,10 @@ def select_genes(
         order = tmp.var.sort_values(["highly_variable_nbatches", "dispersions_norm"], ascending=False).index[
             :n_top_genes
         ]
+        cut = tmp.var_names.difference(order, sort=False)
+        _validate.log_dropped_genes(cut, f"not among the {n_top_genes} most variable", of=n_eligible)
         return list(order)
+    _validate.log_dropped_genes(tmp.var_names[~hv], f"not among the {n_top_genes} most variable", of=n_eligible)
     return list(tmp.var_names[hv])
 
 
@@ -253,17 +260,9 @@ def neighbor_index(adata: AnnData, neighbors_key: str, k: int, sections: np.ndar
 
 
 def binary_labels(adata: AnnData, label_key: str) -> np.ndarray:
-    """``obs[label_key]`` as int64 0/1, checked to hold both classes."""
-    if label_key not in adata.obs:
-        raise KeyError(f"label_key {label_key!r} is not a column of adata.obs ({list(adata.obs.columns)}).")
-    col = adata.obs[label_key]
-    if col.isna().any():
-        raise ValueError(f"adata.obs[{label_key!r}] has {int(col.isna().sum())} missing values.")
-    vals = pd.unique(col.astype(object))
-    if not set(vals) <= {0, 1}:
-        raise ValueError(f"adata.obs[{label_key!r}] must be boolean or 0/1, found values {sorted(map(str, vals))[:5]}.")
-    y = col.astype(bool).to_numpy().astype(np.int64)
-    if y.min() == y.max():
+    """``obs[label_key]`` as int64 0/1, checked (:func:`spacrd_sc._validate.bool_column`) to hold both classes."""
+    y = _validate.bool_column(adata, label_key).astype(np.int64)
+    if y.size and y.min() == y.max():
         raise ValueError(
             f"adata.obs[{label_key!r}] holds a single class ({bool(y[0])}); training needs cancer and non-cancer spots."
         )

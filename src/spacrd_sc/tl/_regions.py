@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .. import _validate
 from .._constants import SPATIAL_KEY, SPOT_DIAMETER_UM, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
 from .._spatial import _spot_diameter_px
-from .._utils import _get_table, _warn_overwrite
+from .._utils import _get_table
 from ..model import ModelConfig
 from ._evaluate import _calls
 
@@ -138,6 +139,7 @@ def tumour_regions(
     key_added: str = "spacrd_region",
     table_key: str = TABLE_KEY,
     copy: bool = False,
+    overwrite: bool = False,
 ) -> AnnData | None:
     """Tumour, boundary and non-tumour regions, and each spot's signed distance to the tumour edge.
 
@@ -177,6 +179,9 @@ def tumour_regions(
         Name of the region column and of the ``uns`` entry.
     {table_key}
     {copy}
+    overwrite
+        Replace existing keys of these names that spacrd_sc did not write (e.g. ``key_added="pathology"``);
+        refused otherwise, naming them. Keys it wrote are replaced with a warning.
 
     Returns
     -------
@@ -196,7 +201,9 @@ def tumour_regions(
     KeyError
         Missing score/call column, spot graph, ``library_key`` or pixel size.
     ValueError
-        ``min_region_size`` < 1 or ``boundary_width`` < 1.
+        A call column of text or categories (not boolean); ``min_region_size`` < 1 or ``boundary_width`` < 1;
+        NaN scores or threshold; a spot graph without edges or with edges between sections; NaN coordinates;
+        ``key_added`` naming a key spacrd_sc did not write (without ``overwrite=True``).
     """
     if int(min_region_size) < 1 or int(boundary_width) < 1:
         raise ValueError(
@@ -204,19 +211,20 @@ def tumour_regions(
         )
     if um_per_px is not None and not um_per_px > 0:
         raise ValueError(f"um_per_px must be positive, got {um_per_px!r}.")
-    adata = _get_table(data, table_key)
+    adata = _validate.table(_get_table(data, table_key), min_spots=2, what="tumour_regions")
+    written = {
+        "obs": [key_added, f"{key_added}_distance_um", f"{key_added}_id"],
+        "uns": [key_added, f"{key_added}_colors"],
+    }
+    _validate.writable_keys(adata, written, overwrite=overwrite, record=key_added)
+    calls = _calls(adata, score_key, call_key, threshold)
+    _validate.graph(adata, neighbors_key, library_key=library_key)
+    adj = _adjacency(adata, neighbors_key)
+    xy = _validate.coordinates(adata)
+    sections = _validate.sections(adata, library_key)
+    sections = np.full(adata.n_obs, "all", dtype=object) if sections is None else sections
     if copy:
         adata = adata.copy()
-    calls = _calls(adata, score_key, call_key, threshold)
-    adj = _adjacency(adata, neighbors_key)
-    if SPATIAL_KEY not in adata.obsm:
-        raise KeyError("adata.obsm['spatial'] (spot centres) is missing.")
-    if library_key is not None and library_key not in adata.obs:
-        raise KeyError(f"library_key {library_key!r} is not a column of adata.obs ({list(adata.obs.columns)}).")
-    sections = (
-        pd.Series("all", index=adata.obs_names) if library_key is None else adata.obs[library_key].astype(str)
-    ).to_numpy()
-    xy = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2]
 
     called, region = calls.copy(), np.full(adata.n_obs, -1, dtype=np.int64)
     distance = np.full(adata.n_obs, np.nan)
@@ -245,10 +253,6 @@ def tumour_regions(
         boundary |= (adj @ boundary.astype(np.int64)) > 0
 
     labels = np.where(boundary, "boundary", np.where(called, "tumour", "non-tumour"))
-    for key in (key_added, f"{key_added}_distance_um", f"{key_added}_id"):
-        _warn_overwrite(adata, "obs", key)
-    for key in (key_added, f"{key_added}_colors"):
-        _warn_overwrite(adata, "uns", key)
     adata.obs[key_added] = pd.Categorical(labels, categories=list(REGION_CATEGORIES))
     adata.obs[f"{key_added}_distance_um"] = distance
     adata.obs[f"{key_added}_id"] = region
@@ -271,4 +275,5 @@ def tumour_regions(
         "n_removed": int(n_removed),
         "n_regions": int(n_regions),
     }
+    _validate.record_written(adata, written)
     return adata if copy else None

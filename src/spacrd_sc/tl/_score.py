@@ -9,11 +9,11 @@ import numpy as np
 from anndata import AnnData
 from spatialdata import SpatialData
 
-from .. import __version__
+from .. import __version__, _validate
 from .._constants import SCORE_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
-from .._utils import _get_table, _warn_overwrite
+from .._utils import _get_table
 from ..model import SpaCRD
 from ._inputs import FeatureSpec, check_var_names, model_arrays
 from ._threshold import DEFAULT_RULE, call_sections, check_rule, source_share_of, threshold_uns
@@ -34,6 +34,7 @@ def cancer_score(
     device: str | None = None,
     seed: int = 0,
     copy: bool = False,
+    overwrite: bool = False,
     table_key: str = TABLE_KEY,
 ) -> AnnData | None:
     """Score every spot of a section with a trained SpaCRD model and call cancer regions.
@@ -67,17 +68,22 @@ def cancer_score(
     layer
         Layer with raw counts; default: the model's (``X`` when it was trained on ``X``).
     min_gene_overlap
-        Refuse to score when fewer than this fraction of the model's genes are present.
+        Refuse to score when fewer than this fraction of the model's genes are present (and, whatever the
+        fraction, when fewer than ``spacrd_sc.settings.min_genes``, default 50, are).
     batch_size, device
         Inference batch size (default: :meth:`~spacrd_sc.SpaCRD.predict`'s) and device (default: the model's device).
     seed
         Random seed of the GMM fit.
     {copy}
+    overwrite
+        Replace existing keys of these names that spacrd_sc did not write (refused otherwise, naming them;
+        keys it wrote, e.g. by an earlier run, are replaced with a warning).
     {table_key}
 
     Returns
     -------
-    ``None`` (or the scored copy with ``copy=True``). Writes to the table:
+    ``None`` (or the scored copy with ``copy=True``). Scoring a her2st section with the ready her2st model
+    (:func:`spacrd_sc.datasets.her2st_model`), which was trained on it, logs a warning. Writes to the table:
 
     ``obs[f"{key_added}_score"]``
         float32 cancer likelihood in [0, 1].
@@ -91,9 +97,7 @@ def cancer_score(
         weights, for ``"gmm"``) and ``"cancer_share"`` (EM estimate of the section's cancer share, for
         ``"prior"``); each per section when ``library_key`` is set.
     """
-    adata = _get_table(data, table_key)
-    if adata.n_obs == 0:
-        raise ValueError("The table has no spots.")
+    adata = _validate.table(_get_table(data, table_key), min_spots=2, what="scoring (a spot and a neighbour)")
     if not model.is_fitted:
         raise ValueError("The model is not trained: run `sc_crd.tl.fit_vrbca` first (or load a trained model).")
     check_rule(threshold)
@@ -109,11 +113,21 @@ def cancer_score(
             f"and the species, or train on this section's genes (`align(..., target_genes=target.var_names)`, "
             f"`sc_crd.datasets.her2st_model(genes=...)`). Model genes start with {model.genes[:5]}."
         )
+    _validate.enough_genes(
+        overlap,
+        what=f"Genes shared by the model ({len(model.genes)} genes) and this section",
+        fix="Use a model trained on this section's genes (`align(..., target_genes=target.var_names)`).",
+    )
     spec = FeatureSpec.of(model)
     if library_key is None and spec.library_key in adata.obs:
         library_key = spec.library_key
         logger.info("Scaling and thresholding per %r (the model's library key).", library_key)
     spec = dataclasses.replace(spec, library_key=library_key).replace(neighbors_key=neighbors_key, layer=layer)
+    _validate.graph(adata, spec.neighbors_key, library_key=library_key)
+    score_col, call_col, emb_key = Key.score(key_added), Key.call(key_added), Key.embedding(key_added)
+    written = {"obs": [score_col, call_col], "obsm": [emb_key], "uns": [key_added]}
+    _validate.writable_keys(adata, written, overwrite=overwrite, record=key_added)
+    _validate.her2st_training_sections(adata, model, library_key)
     if copy:
         adata = adata.copy()
     arrays = model_arrays(adata, spec)
@@ -134,9 +148,6 @@ def cancer_score(
         scores, sections, names, threshold, source_share=source_share_of(model), connectivities=conn, seed=seed
     )
 
-    score_col, call_col, emb_key = Key.score(key_added), Key.call(key_added), Key.embedding(key_added)
-    for where, key in (("obs", score_col), ("obs", call_col), ("obsm", emb_key), ("uns", key_added)):
-        _warn_overwrite(adata, where, key)
     adata.obs[score_col] = scores
     adata.obs[call_col] = calls
     adata.obsm[emb_key] = pred.embedding.astype(np.float32)
@@ -159,4 +170,5 @@ def cancer_score(
     # anndata cannot write None into uns
     uns["params"] = {k: ("" if v is None else v) for k, v in uns["params"].items()}
     adata.uns[key_added] = uns
+    _validate.record_written(adata, written)
     return adata if copy else None

@@ -193,6 +193,10 @@ def check_rule(rule: str | float) -> None:
             else ""
         )
         raise ValueError(f"threshold must be a number or one of {list(RULES)}, got {rule!r}.{removed}")
+    if not isinstance(rule, str):
+        from .. import _validate
+
+        _validate.threshold(rule)  # finite, in [0, 1]: a NaN threshold would call no spot
 
 
 def source_share_of(model: Any) -> float | None:

@@ -11,11 +11,12 @@ import pandas as pd
 from anndata import AnnData
 from spatialdata import SpatialData
 
+from .. import _validate
 from .._constants import IMAGE_FEATURES_KEY, LABEL_KEY, LIBRARY_KEY, SCORE_KEY, SPATIAL_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
 from .._settings import settings
-from .._utils import _get_table, _warn_overwrite
+from .._utils import _get_table
 from ..model import ModelConfig, SpaCRD, TrainingConfig
 from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes
 
@@ -95,9 +96,8 @@ def align(
     A :class:`~spacrd_sc.SpaCRD` with its encoders trained (``model.is_aligned``), its gene list in
     ``model.genes`` and its preprocessing settings in ``model.preprocessing``. ``data`` is not modified.
     """
-    adata = _get_table(data, table_key)
-    if adata.n_obs == 0:
-        raise ValueError("The table has no spots.")
+    adata = _validate.table(_get_table(data, table_key), min_spots=_validate.MIN_TRAIN_SPOTS, what="training")
+    _validate.graph(adata, neighbors_key, library_key=library_key)
     if image_key is not None and image_key not in adata.obsm:
         logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
         image_key = None
@@ -109,6 +109,9 @@ def align(
     if image_key is not None:  # checked (and scaled) in model_arrays below, before any training
         n_image_features = int(np.asarray(adata.obsm[image_key]).reshape(adata.n_obs, -1).shape[1])
     genes = _choose_genes(adata, genes, target_genes, layer=layer, library_key=library_key, n_top_genes=n_top_genes)
+    _validate.enough_genes(
+        len(genes), what="The model's gene set", fix="Train on more genes (`genes=`, `target_genes=`, `n_top_genes=`)."
+    )
     spec = FeatureSpec(
         genes=tuple(genes),
         n_neighbors=int((model_kwargs or {}).get("n_neighbors", ModelConfig.n_neighbors)),
@@ -165,6 +168,7 @@ def fit_vrbca(
     seed: int = TrainingConfig.seed,
     progress_bar: bool | None = None,
     key_added: str = SCORE_KEY,
+    overwrite: bool = False,
     table_key: str = TABLE_KEY,
 ) -> SpaCRD:
     """Stages 2 and 3 of SpaCRD: VRBCA fusion over spot neighbourhoods and the cancer discriminator.
@@ -188,6 +192,9 @@ def fit_vrbca(
     key_added
         Name the written keys derive from (as in :func:`cancer_score`): the embedding goes to
         ``obsm[f"X_{key_added}"]``.
+    overwrite
+        Replace an existing ``obsm[f"X_{key_added}"]`` that spacrd_sc did not write (refused otherwise; keys
+        it wrote are replaced with a warning).
     {table_key}
 
     Returns
@@ -198,8 +205,9 @@ def fit_vrbca(
     ``obsm[f"X_{key_added}"]``
         float32 (n_spots, 512): fused embedding h* of every source spot (``X_spacrd`` by default).
     """
-    adata = _get_table(data, table_key)
+    adata = _validate.table(_get_table(data, table_key), min_spots=_validate.MIN_TRAIN_SPOTS, what="training")
     spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
+    _validate.enough_genes(len(spec.genes), what="The model's gene set", fix="Train it on more genes (`tl.align`).")
     y = binary_labels(adata, label_key)
     train = dataclasses.replace(
         model.training_config,
@@ -209,6 +217,10 @@ def fit_vrbca(
         batch_size=batch_size,
         seed=seed,
     )
+    _validate.graph(adata, spec.neighbors_key, library_key=spec.library_key)
+    emb_key = Key.embedding(key_added)
+    written = {"obsm": [emb_key]}
+    _validate.writable_keys(adata, written, overwrite=overwrite, record=key_added)
     arrays = model_arrays(adata, spec)
     if arrays.n_missing:
         raise ValueError(
@@ -217,9 +229,8 @@ def fit_vrbca(
     progress_bar = settings.progress_bar if progress_bar is None else progress_bar
     x = (arrays.x_gene, arrays.x_image, arrays.neighbors)
     model.fit_fusion(*x, y, config=train, device=device, progress_bar=progress_bar)
-    emb_key = Key.embedding(key_added)
-    _warn_overwrite(adata, "obsm", emb_key)
     adata.obsm[emb_key] = model.predict(*x).embedding
+    _validate.record_written(adata, written)
     return model
 
 
@@ -239,6 +250,7 @@ def _choose_genes(
             absent = sorted(set(genes) - set(map(str, target_genes)))
             if absent:
                 raise ValueError(f"{len(absent)} of the given genes are not in target_genes, e.g. {absent[:5]}.")
+        _validate.enough_genes(len(genes), what="genes", fix="Pass more genes.")
         return genes
     if target_genes is not None:
         if isinstance(target_genes, str):
@@ -252,11 +264,16 @@ def _choose_genes(
                 f"None of the {len(target)} target_genes is in the source adata.var_names (sources start with "
                 f"{list(adata.var_names[:3])}, target with {list(target[:3])}){hint}."
             )
+        _validate.enough_genes(
+            len(shared), what="Genes shared by the sources and target_genes", fix="Score a section with more genes."
+        )
         logger.info(
             "%d of the %d target genes are in the sources (%d absent from them).",
             len(shared),
             len(target),
             len(target) - len(shared),
         )
+        absent = target.difference(shared, sort=False)
+        _validate.log_dropped_genes(absent, "target genes absent from the sources", of=len(target))
         target_genes = list(shared)
     return select_genes(adata, layer=layer, library_key=library_key, n_top_genes=n_top_genes, restrict_to=target_genes)
