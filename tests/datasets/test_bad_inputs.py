@@ -75,6 +75,12 @@ CASES = {
         TypeError,
         r"item 1 is nan \(float\)",
     ),
+    "model-genes-too-few": (
+        her2st_model,
+        lambda t: {"genes": ["ERBB2", "ESR1", "ERBB2"]},
+        ValueError,
+        "genes: 2 genes, below the minimum of 50",
+    ),
     "model-seed-negative": (her2st_model, lambda t: {"seed": -1}, ValueError, "seed must be a non-negative integer"),
     "model-seed-float": (her2st_model, lambda t: {"seed": 1.5}, ValueError, "seed must be a non-negative integer"),
     "model-seed-string": (her2st_model, lambda t: {"seed": "0"}, ValueError, "seed must be a non-negative integer"),
@@ -108,7 +114,13 @@ def test_bad_input(case, tmp_path):
     func, build, exc, match = CASES[case]
     kwargs = build(tmp_path)
     if func is her2st_model:
-        kwargs = {"genes": ["ERBB2", "ESR1"], "epochs": 2, "device": "cpu", "path": tmp_path / NO_DATA, **kwargs}
+        kwargs = {
+            "genes": ["ERBB2", "ESR1", *(f"GENE{i}" for i in range(60))],
+            "epochs": 2,
+            "device": "cpu",
+            "path": tmp_path / NO_DATA,
+            **kwargs,
+        }
         kwargs.setdefault("cache_dir", tmp_path / "cache")
     with pytest.raises(exc, match=match):
         func(**kwargs)
@@ -120,4 +132,4 @@ def test_bad_input(case, tmp_path):
 def test_case_count():
     """The table covers both public functions (the count is quoted in the changelog)."""
     assert {CASES[c][0] for c in CASES} == {her2st, her2st_model}
-    assert len(CASES) == 34
+    assert len(CASES) == 35
