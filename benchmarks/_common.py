@@ -2,7 +2,7 @@
 
 Only the public API of ``spacrd_sc`` is used (``sc_crd.datasets``, ``sc_crd.tl``); the baselines use
 scanpy, scikit-learn and LightGBM directly. Scripts run as ``python benchmarks/<script>.py`` from the
-repository root have this folder on ``sys.path`` and ``import _common``.
+repository root find this module next to them (``import _common``).
 
 No function here reads the held-out section's labels except :func:`metrics`, which reports them.
 """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import time
@@ -30,7 +31,7 @@ import _common as cm
 import numpy as np
 import pandas as pd
 
-DEFAULT = "SpaCRD (default)"
+DEFAULT = "SpaCRD"
 METHODS = [DEFAULT, "LogReg (z + smoothing)", "LightGBM (z + smoothing)", "ERBB2 alone", "Marker score"]
 #: Run order: the sections never looked at during model selection first, so a cut-short run is still clean.
 RUN_ORDER = ["A1", "C1", "D1", "E1", "F1", "B1", "G2", "H1"]
@@ -59,6 +60,26 @@ def run_one(method: str, sources, target, *, seed: int) -> tuple[np.ndarray, np.
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
 
 
+def _claim(stem: Path) -> bool:
+    """True when this process should compute ``stem``: not finished and not being computed by a live process
+    (a ``.lock`` file with its pid), so several ``run`` processes can share one ``--work`` folder."""
+    if stem.with_suffix(".json").exists():
+        return False
+    lock = stem.with_name(stem.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False  # a live process holds it
+        except (ProcessLookupError, ValueError):
+            lock.write_text(str(os.getpid()))  # stale lock of a killed run: take it over
+            return True
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
 def run(args) -> None:
     import torch
 
@@ -69,7 +90,7 @@ def run(args) -> None:
     secs = cm.load_sections()
     for seed in args.seeds:
         for section in [s for s in RUN_ORDER if s in args.sections]:
-            todo = [m for m in args.methods if not (work / f"{m}__{seed}__{section}.json").exists()]
+            todo = [m for m in args.methods if _claim(work / f"{m}__{seed}__{section}")]
             if not todo:
                 continue
             sources, target = cm.split_fold(secs, section)
@@ -161,7 +182,7 @@ def report(df: pd.DataFrame) -> str:
     for name, key in (("SpaCRD, UNI H&E (paper)", "SpaCRD"), ("SpaCell-Plus (paper)", "SpaCell-Plus")):
         p = cm.PAPER["mean"][key]
         lines.append(
-            f"| *published: {name}* | 5 runs | 8 | *{p['auc']:.3f}* | *{p['ap']:.3f}* | *{p['f1']:.3f}*† | | | | | |"
+            f"| *published: {name}* | – | 8 | *{p['auc']:.3f}* | *{p['ap']:.3f}* | *{p['f1']:.3f}*† | | | | | |"
         )
     lines += [
         "",

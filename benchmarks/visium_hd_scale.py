@@ -133,6 +133,7 @@ def write_visium_hd(root: Path, side: int, *, n_genes: int = 20, um_per_px: floa
 
 def run(side: int, root: Path) -> dict[str, float]:
     import squidpy as sq
+    import xarray as xr
     from spatialdata import get_pyramid_levels
 
     import spacrd_sc as sc_crd
@@ -148,7 +149,8 @@ def run(side: int, root: Path) -> dict[str, float]:
     patches, t_patch, m_patch = _timed(lambda: sc_crd.pp.spot_patches(sdata, size=PATCH_SIZE, indices=idx))
     assert patches.shape == (N_PATCHES, PATCH_SIZE, PATCH_SIZE, 3)
     key = sdata.tables["table"].uns["spatial"][next(iter(table.uns["spatial"]))]["metadata"]["image_key"]
-    _, h, w = get_pyramid_levels(sdata.images[key], attr="shape", n=0)
+    img = sdata.images[key]  # a DataArray, or a DataTree when multiscale
+    _, h, w = img.shape if isinstance(img, xr.DataArray) else get_pyramid_levels(img, attr="shape", n=0)
     return {
         "side": side,
         "n_bins": n_bins,
