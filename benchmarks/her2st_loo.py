@@ -8,7 +8,8 @@ quickstart chains it (image-less: no labelled H&E exists); the baselines use sca
     python benchmarks/her2st_loo.py run --methods "SpaCRD (default)" --seeds 0 3
     python benchmarks/her2st_loo.py run --methods "LogReg (z + smoothing)" "LightGBM (z + smoothing)" \
         "ERBB2 alone" "Marker score"
-    # 2. collect into results/her2st_loo.csv, results/her2st_loo_scores.csv.gz and write the report
+    # 2. collect the complete method x seed sets into results/her2st_loo.csv, results/her2st_loo_scores.csv.gz
+    #    and write the report (incomplete sets are left out)
     python benchmarks/her2st_loo.py collect
     # rebuild results/her2st_loo.md from the committed CSV (no data, no training)
     python benchmarks/her2st_loo.py report
@@ -133,8 +134,13 @@ def collect(args) -> None:
     work = Path(args.work)
     rows = [json.loads(f.read_text()) for f in sorted(work.glob("*.json"))]
     df = pd.DataFrame(rows).sort_values(["method", "seed", "section"])
+    complete = df.groupby(["method", "seed"])["section"].transform("nunique") == len(cm.SECTIONS)
+    for (m, seed), g in df[~complete].groupby(["method", "seed"]):
+        print(f"left out (not every section held out yet): {m} seed {seed}, {len(g)} sections")
+    df = df[complete]
     df.to_csv(CSV, index=False, float_format="%.6g")
-    spots = pd.concat([pd.read_csv(f) for f in sorted(work.glob("*.csv"))], ignore_index=True)
+    keep = {f"{m}__{seed}__{sec}.csv" for m, seed, sec in df[["method", "seed", "section"]].itertuples(index=False)}
+    spots = pd.concat([pd.read_csv(f) for f in sorted(work.glob("*.csv")) if f.name in keep], ignore_index=True)
     spots.to_csv(SCORES, index=False, compression={"method": "gzip", "mtime": 0})
     REPORT.write_text(report(df))
     print(REPORT.read_text())
