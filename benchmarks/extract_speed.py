@@ -1,20 +1,24 @@
-"""Speed of ``tl.extract_uni``: patches/s for the UNI backbone (random init, no network needed).
+"""Speed of ``tl.extract_uni``: patches/s for a UNI-sized backbone (ViT-L/16, random init, no network needed).
 
 Three timings over the same ``--n`` spot patches of one H&E image:
 
-- ``read``: patch decoding alone (``_PatchReader.read`` in batches: crop from the image, pad, resize);
+- ``read``: patch decoding alone (``sc_crd.pp.spot_patches`` in batches: crop, pad, resize);
 - ``model``: the backbone alone on already-read uint8 batches (host→device copy, normalisation, forward;
-  bf16 autocast on CUDA), one batch re-used ``n / batch_size`` times;
-- ``end-to-end``: ``extract_uni`` itself (DataLoader with ``--num-workers`` readers overlapping the model).
+  bf16 autocast on CUDA), one batch re-used ``n / batch_size`` times. The network is built here with timm
+  exactly as UNI is (``vit_large_patch16_224``, ``init_values=1e-5``, ``dynamic_img_size=True``,
+  ``num_classes=0``; ImageNet normalisation);
+- ``end-to-end``: ``sc_crd.tl.extract_uni`` itself (DataLoader with ``--num-workers`` readers overlapping the
+  model).
 
 The image is the full-resolution her2st B4 H&E when found (``$SPACRD_DATA_DIR/her2st/...`` or
 ``../shared/data``), else a synthetic 8000 px image; spots are placed on a jittered grid over it with
-B4's spot diameter (≈145 px), so many more spots than the section has can be timed.
+B4's spot diameter (≈145 px), so many more spots than the section has can be timed. The SpatialData is
+built by ``sc_crd.io.legacy_st`` from that grid.
 
     python benchmarks/extract_speed.py --device cpu --n 64
-    python benchmarks/extract_speed.py --device cuda --n 20000
+    python benchmarks/extract_speed.py --device cuda --n 20000          # bf16 by default on CUDA
 
-Writes a table to stdout and ``benchmarks/results/extract_speed.md``.
+Writes a table to stdout and ``benchmarks/results/extract_speed.md`` (one section per backbone and device).
 """
 
 from __future__ import annotations
@@ -28,30 +32,26 @@ import sys
 import time
 from pathlib import Path
 
+import _common as cm
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 B4_DIAMETER_PX = 145.0  # ≈ 100 µm at the B4 image's resolution
-
-
-def _data_dir() -> Path:
-    env = os.environ.get("SPACRD_DATA_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _load_image(path: str | None, seed: int) -> tuple[np.ndarray, str]:
     """(h, w, 3) uint8 RGB H&E and a description of where it came from."""
-    from spacrd_sc._images import _read_image_file
+    from PIL import Image
 
-    candidates = [Path(path)] if path else sorted((_data_dir() / "her2st/data/ST-imgs/B/B4").glob("*.jpg"))
+    Image.MAX_IMAGE_PIXELS = None
+    candidates = [Path(path)] if path else sorted((cm.data_dir() / "her2st/data/ST-imgs/B/B4").glob("*.jpg"))
     for p in candidates:
         if p.is_file():
             t = time.perf_counter()
-            img = _read_image_file(p)[..., :3]
-            return np.ascontiguousarray(
-                img
-            ), f"{p.name} ({img.shape[1]}x{img.shape[0]} px, decoded in {time.perf_counter() - t:.1f} s)"
+            img = np.asarray(Image.open(p).convert("RGB"))
+            desc = f"{p.name} ({img.shape[1]}x{img.shape[0]} px, decoded in {time.perf_counter() - t:.1f} s)"
+            return np.ascontiguousarray(img), desc
     if path:
         raise FileNotFoundError(path)
     rng = np.random.default_rng(seed)
@@ -64,64 +64,71 @@ def _load_image(path: str | None, seed: int) -> tuple[np.ndarray, str]:
 
 
 def _make_sdata(image: np.ndarray, n: int, diameter: float, seed: int):
-    """SpatialData with ``image`` (chunked/multiscale like ``spacrd_sc.io``), ``n`` circles and a table."""
-    import anndata as ad
+    """``sc_crd.io.legacy_st`` section over ``image``: ``n`` spots on a jittered grid, one dummy gene."""
     import pandas as pd
-    from spatialdata import SpatialData
-    from spatialdata.models import ShapesModel, TableModel
 
-    from spacrd_sc._images import _image_model
-    from spacrd_sc._spatial import _set_scanpy_spatial
+    import spacrd_sc as sc_crd
 
     h, w = image.shape[:2]
     rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(n)))
     step_x, step_y = w / side, h / side
-    gx, gy = np.meshgrid(np.arange(side), np.arange(side))
-    xy = np.c_[(gx.ravel() + 0.5) * step_x, (gy.ravel() + 0.5) * step_y][:n]
-    xy += rng.uniform(-0.25, 0.25, xy.shape) * [step_x, step_y]
-    shapes = ShapesModel.parse(xy, geometry=0, radius=np.full(n, diameter / 2))
-    obs = pd.DataFrame(
-        {"region": pd.Categorical(["spots"] * n), "spot_id": np.arange(n)}, index=[f"s{i}" for i in range(n)]
-    )
-    table = ad.AnnData(np.zeros((n, 1), dtype=np.float32), obs=obs)
-    table.obsm["spatial"] = xy
-    _set_scanpy_spatial(table, "bench", spot_diameter_fullres=diameter)
-    table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
-    return SpatialData(images={"he": _image_model(image)}, shapes={"spots": shapes}, tables={"table": table})
+    gx, gy = (g.ravel()[:n] for g in np.meshgrid(np.arange(side), np.arange(side)))
+    px = (gx + 0.5 + rng.uniform(-0.25, 0.25, n)) * step_x
+    py = (gy + 0.5 + rng.uniform(-0.25, 0.25, n)) * step_y
+    ids = [f"{x}x{y}" for x, y in zip(gx, gy, strict=True)]
+    spots = pd.DataFrame({"x": gx, "y": gy, "new_x": gx, "new_y": gy, "pixel_x": px, "pixel_y": py})
+    counts = pd.DataFrame({"GENE": np.ones(n, dtype=np.int64)}, index=ids)
+    return sc_crd.io.legacy_st(counts, spots, image, library_id="bench", pixel_size_um=100.0 / diameter)
 
 
-def _time_read(reader, n: int, batch_size: int) -> tuple[float, np.ndarray]:
+def build_vit_l16():
+    """A UNI-sized network: timm ViT-L/16 with UNI's arguments, random weights (1024-d output)."""
+    import timm
+
+    return timm.create_model(
+        "vit_large_patch16_224", pretrained=False, init_values=1e-5, dynamic_img_size=True, num_classes=0
+    ).eval()
+
+
+def _to_input(batch, mean, std, device: str):
+    """uint8 ``(k, s, s, 3)`` → normalised float ``(k, 3, s, s)`` on ``device``."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    return (x - mean) / std
+
+
+def _time_read(sdata, n: int, batch_size: int, size: int) -> tuple[float, np.ndarray]:
+    import spacrd_sc as sc_crd
+
     t = time.perf_counter()
     first = None
     for s in range(0, n, batch_size):
-        batch = reader.read(np.arange(s, min(s + batch_size, n)))
+        batch = sc_crd.pp.spot_patches(sdata, size=size, indices=np.arange(s, min(s + batch_size, n)))
         if first is None:
             first = np.ascontiguousarray(batch)
     return time.perf_counter() - t, first
 
 
-def _time_model(model, spec, batch: np.ndarray, n: int, device: str, precision: str) -> float:
+def _time_model(model, batch: np.ndarray, n: int, device: str, precision: str) -> float:
     import torch
 
-    from spacrd_sc.tl._extract import _to_model_input
-
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     cpu_batch = torch.from_numpy(batch)
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
         cpu_batch = cpu_batch.pin_memory()
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=amp, enabled=amp is not None)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    autocast = torch.autocast("cuda" if cuda else "cpu", dtype=amp, enabled=amp is not None)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     n_batches = max(1, int(np.ceil(n / len(batch))))
     with torch.inference_mode(), autocast:
-        for _ in range(2 if device.startswith("cuda") else 0):  # warm-up (kernels, allocator)
-            model(_to_model_input(cpu_batch, mean, std, device)).float().cpu()
+        for _ in range(2 if cuda else 0):  # warm-up (kernels, allocator)
+            model(_to_input(cpu_batch, mean, std, device)).float().cpu()
         sync()
         t = time.perf_counter()
         for _ in range(n_batches):
-            model(_to_model_input(cpu_batch, mean, std, device)).float().cpu()
+            model(_to_input(cpu_batch, mean, std, device)).float().cpu()
         sync()
     return (time.perf_counter() - t) * n / (n_batches * len(batch))
 
@@ -130,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--n", type=int, default=64, help="number of spot patches")
-    ap.add_argument("--backbone", default="uni")
+    ap.add_argument("--backbone", default="uni", help="backbone of the end-to-end `extract_uni` call")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 16 on CPU, 256 on CUDA")
     ap.add_argument("--num-workers", type=int, default=None, help="DataLoader readers; default: 0 on CPU, 6 on CUDA")
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")
     ap.add_argument("--image", default=None, help="H&E image file (default: her2st B4, else synthetic)")
     ap.add_argument("--diameter", type=float, default=B4_DIAMETER_PX, help="spot diameter in px")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -144,34 +151,33 @@ def main(argv: list[str] | None = None) -> int:
     import timm
     import torch
 
-    from spacrd_sc._patch_reader import _PatchReader
-    from spacrd_sc._utils import _resolve_device
-    from spacrd_sc.model._backbones import build_backbone
-    from spacrd_sc.tl._extract import _resolve_precision, extract_uni
+    import spacrd_sc as sc_crd
 
     logging.getLogger("spacrd_sc").setLevel(logging.ERROR)  # the random-init warning is expected here
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _resolve_device(args.device)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available here.")
     cuda = device.startswith("cuda")
-    precision = _resolve_precision(args.precision, device)
+    precision = ("bf16" if cuda else "fp32") if args.precision == "auto" else args.precision
     bs = args.batch_size or (256 if cuda else 16)
     workers = args.num_workers if args.num_workers is not None else (6 if cuda else 0)
+    size = 224
 
     image, image_desc = _load_image(args.image, args.seed)
     sdata = _make_sdata(image, args.n, args.diameter, args.seed)
     torch.manual_seed(args.seed)
-    model, spec = build_backbone(args.backbone, pretrained=False)
-    model = model.to(device)
-    reader = _PatchReader(sdata, size=spec.input_size)
+    model = build_vit_l16().to(device)
+    dim = model.num_features
 
-    t_read, first = _time_read(reader, args.n, bs)
-    t_model = _time_model(model, spec, first, args.n, device, precision)
+    t_read, first = _time_read(sdata, args.n, bs, size)
+    t_model = _time_model(model, first, args.n, device, precision)
     del model
     if cuda:
         torch.cuda.empty_cache()
     t0 = time.perf_counter()
-    extract_uni(
+    sc_crd.tl.extract_uni(
         sdata,
         backbone=args.backbone,
         pretrained=False,
@@ -183,14 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_e2e = time.perf_counter() - t0
     n = args.n
-    assert sdata.tables["table"].obsm["X_uni"].shape == (n, spec.dim)
+    feats = sdata.tables["table"].obsm["X_uni"]
+    assert feats.shape[0] == n, feats.shape
 
     if cuda:
         dev_name = torch.cuda.get_device_name(torch.device(device))
     else:
         dev_name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
     rows = [
-        ("read (patch decoding)", t_read, "main process, batches of reader.read"),
+        ("read (patch decoding)", t_read, "main process, batches of `pp.spot_patches`"),
         ("model (copy + normalise + forward)", t_model, precision),
         ("end-to-end `extract_uni`", t_e2e, f"num_workers={workers}; includes model build"),
     ]
@@ -198,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"| {name} | {t:.2f} | {n / t:.1f} | {1000 * t / n:.2f} | {note} |" for name, t, note in rows]
     share = t_read / (t_read + t_model)
     summary = (
-        f"- backbone: `{spec.name}` ({spec.timm_name}, {spec.dim}-d, random init), "
-        f"input {spec.input_size} px\n"
+        f"- model timing: timm `vit_large_patch16_224` (UNI's architecture, {dim}-d, random init), input {size} px;"
+        f" end-to-end: `extract_uni(backbone={args.backbone!r}, pretrained=False)`, {feats.shape[1]}-d\n"
         f"- device: {device} ({dev_name}); precision {precision}; batch size {bs}\n"
         f"- patches: {n} spots, diameter {args.diameter:.0f} px, from {image_desc}\n"
         f"- split (read vs model, sequential): {100 * share:.1f}% reading / {100 * (1 - share):.1f}% model\n"

@@ -73,7 +73,7 @@ def test_her2st_model_bad_genes(tmp_path):
 
 
 # ------------------------------------------------------------------------------ cache entries: verified, rebuilt
-GENES = [f"g{i}" for i in range(30)]
+GENES = [f"g{i}" for i in range(60)]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def tiny_model():
     from _helpers.sections import FAST, SMALL, make_section, section_arrays
 
     torch.set_num_threads(1)
-    sec = section_arrays(make_section(nx=8, ny=8, n_genes=30, n_markers=5, seed=0))
+    sec = section_arrays(make_section(nx=8, ny=8, n_genes=60, n_markers=5, seed=0))
     model = sc_crd.SpaCRD(sec["genes"], None, **SMALL)
     model.fit_alignment(sec["x_gene"], None, sec["neighbors"], epochs=1, **FAST)
     model.fit_fusion(sec["x_gene"], None, sec["neighbors"], sec["y"], epochs=2, **FAST)

@@ -58,7 +58,7 @@ def ctx() -> Ctx:
     model = tl.align(sources, n_top_genes=60, **SMALL, **{**FAST, "epochs": 1})
     tl.fit_vrbca(sources.copy(), model, **{**FAST, "epochs": 2})
     scored = target.copy()
-    tl.cancer_score(scored, model, threshold="half")
+    tl.cancer_score(scored, model, threshold=0.5)
     return Ctx(sources, target, scored, model, aligned)
 
 
@@ -167,7 +167,7 @@ def _her2st_like(a: ad.AnnData, section: str) -> ad.AnnData:
 
 
 def _score_copy(c: Ctx, a: ad.AnnData | None = None, **kw: Any) -> None:
-    tl.cancer_score(c.target() if a is None else a, c.model, **{"threshold": "half", **kw})
+    tl.cancer_score(c.target() if a is None else a, c.model, **{"threshold": 0.5, **kw})
 
 
 def _regions(a: ad.AnnData, **kw: Any) -> None:
@@ -751,7 +751,7 @@ WARNED: list[Any] = [
         id="score-graph-with-2-neighbours",
     ),
     pytest.param(
-        lambda c: tl.cancer_score(_her2st_like(c.target(), "B1"), _her2st_model(c), threshold="half"),
+        lambda c: tl.cancer_score(_her2st_like(c.target(), "B1"), _her2st_model(c), threshold=0.5),
         r"Section\(s\) \['B1'\] were in the training data of this her2st model",
         id="score-her2st-training-section",
     ),
@@ -801,14 +801,14 @@ def test_written_keys_are_recorded_and_survive_h5ad(ctx: Ctx, tmp_path) -> None:
     a.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     tl.tumour_regions(back, um_per_px=1.0)  # its own keys, read back: replaced with a warning, no error
-    tl.cancer_score(back, ctx.model, threshold="half")
+    tl.cancer_score(back, ctx.model, threshold=0.5)
 
 
 def test_legacy_output_without_record_is_recognised(ctx: Ctx) -> None:
     """Tables scored before the record existed carry ``uns[key_added]["params"]``: still the package's keys."""
     a = ctx.scored()
     del a.uns["spacrd_sc"]
-    tl.cancer_score(a, ctx.model, threshold="half")
+    tl.cancer_score(a, ctx.model, threshold=0.5)
     assert "spacrd_score" in a.uns["spacrd_sc"]["written"]["obs"]
 
 
@@ -817,7 +817,7 @@ def test_same_bad_graph_same_answer_everywhere(ctx: Ctx) -> None:
     a = _crossing(ctx.scored(), "slide")
     messages = []
     for call in (
-        lambda: tl.cancer_score(a, ctx.model, library_key="slide", threshold="half"),
+        lambda: tl.cancer_score(a, ctx.model, library_key="slide", threshold=0.5),
         lambda: tl.tumour_regions(a, library_key="slide", um_per_px=1.0),
     ):
         with pytest.raises(ValueError, match="across sections") as err:

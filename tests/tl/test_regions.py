@@ -140,7 +140,7 @@ def test_her2st_boundary_holds_mixed_pathology(her2st_loader):
     a = ad.AnnData(obs=t.obs[["pathology", "cancer"]].copy(), obsm={"spatial": t.obsm["spatial"]}, uns=t.uns)
     sq.gr.spatial_neighbors(a, n_neighs=6, coord_type="generic")
     scores = pd.read_csv(RESULTS / "her2st_loo_scores.csv.gz")
-    scores = scores[(scores["method"] == "SpaCRD") & (scores["section"] == "H1") & (scores["seed"] == 1)]
+    scores = scores[(scores["method"] == "SpaCRD") & (scores["section"] == "H1") & (scores["seed"] == 0)]
     a.obs["spacrd_score"] = scores.set_index("spot")["score"].loc[a.obs_names].to_numpy()
     sc_crd.tl.tumour_regions(a, threshold=0.5)
     # µm per px from the 100 µm spot diameter agrees with the reader's fit of the 200 µm grid
