@@ -251,10 +251,10 @@ RAISED: list[Any] = [
         id="align-30-gene-table",
     ),
     pytest.param(
-        lambda c: tl.align(_as_text(c.sources(), "cancer"), scaling="balanced", **FAST),
+        lambda c: tl.align(c.sources(), scaling="balanced", **FAST),
         ValueError,
-        NOT_BOOL + r".*text",
-        id="align-balanced-text-labels",
+        r"scaling must be one of .*'standard'.*got 'balanced'",
+        id="align-scaling-balanced-removed",
     ),
     pytest.param(
         lambda c: tl.align(_nan_image(c.sources()), **FAST),

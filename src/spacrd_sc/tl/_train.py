@@ -18,7 +18,7 @@ from .._logging import logger
 from .._settings import settings
 from .._utils import _get_table
 from ..model import ModelConfig, SpaCRD, TrainingConfig
-from ._inputs import FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes
+from ._inputs import REMOVED_SCALINGS, SCALINGS, FeatureSpec, binary_labels, check_gene_list, model_arrays, select_genes
 
 
 @inject_docs
@@ -97,6 +97,9 @@ def align(
     ``model.genes`` and its preprocessing settings in ``model.preprocessing``. ``data`` is not modified.
     """
     adata = _validate.table(_get_table(data, table_key), min_spots=_validate.MIN_TRAIN_SPOTS, what="training")
+    if scaling not in SCALINGS:
+        removed = " ('balanced' was removed: not adopted)" if scaling in REMOVED_SCALINGS else ""
+        raise ValueError(f"scaling must be one of {list(SCALINGS)}, got {scaling!r}{removed}.")
     _validate.graph(adata, neighbors_key, library_key=library_key)
     if image_key is not None and image_key not in adata.obsm:
         logger.info("adata.obsm has no %r: training the image-less model (expression + neighbourhood).", image_key)
