@@ -137,7 +137,7 @@ def test_failed_overwrite_keeps_the_old_model(fitted_image, fitted_expression, s
         path.write_bytes(b"\0" * 1000)
         raise error
 
-    monkeypatch.setattr(_io, "_write_weights", half_then_fail)
+    monkeypatch.setattr(_io, "write_weights", half_then_fail)
     with pytest.raises(type(error)):
         fitted_expression.save(saved, overwrite=True)
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
@@ -149,7 +149,7 @@ def test_failed_first_save_leaves_nothing(fitted_image, tmp_path, monkeypatch):
     def fail(tensors, path):
         raise DiskFull(28, "No space left on device")
 
-    monkeypatch.setattr(_io, "_write_weights", fail)
+    monkeypatch.setattr(_io, "write_weights", fail)
     with pytest.raises(DiskFull):
         fitted_image.save(tmp_path / "new")
     assert list(tmp_path.iterdir()) == []
