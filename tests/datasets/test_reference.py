@@ -28,6 +28,7 @@ def panel_target(her2st_loader) -> ad.AnnData:
     return target
 
 
+@pytest.mark.slow
 def test_her2st_model_restricted_and_cached(data_dir, panel_target, tmp_path, caplog):
     genes = list(panel_target.var_names)
     with caplog.at_level(logging.INFO, logger="spacrd_sc"):

@@ -10,6 +10,7 @@ import spacrd_sc as sc_crd
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_three_sources_score_a_fourth(her2st_loader, tmp_path):
     sources = {s: her2st_loader(s).tables["table"].copy() for s in ["B1", "D1", "H1"]}
     adata = ad.concat(sources, label="section", join="inner", index_unique="-")
