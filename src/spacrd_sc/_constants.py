@@ -26,8 +26,8 @@ LABEL_KEY = "cancer"
 PATHOLOGY_KEY = "pathology"
 #: Fewest genes a model may be trained or scored on (``spacrd_sc.settings.min_genes``, default). The gene
 #: encoder reads the top principal components of the genes and the gene set is chosen as highly variable genes:
-#: both mean nothing on a handful of genes, and such a model trains for minutes to give scores that rank spots
-#: no better than one marker (the her2st model on 5 overlapping genes, issue #23). 50 is below every targeted
+#: both mean nothing on a handful of genes, yet such a model used to train for minutes without a word (a her2st
+#: model on the 5 genes a panel shared with it). 50 is below every targeted
 #: panel in use (Xenium panels hold 300+ genes) and far below the 3000 genes of the default model.
 MIN_GENES = 50
 #: Environment variable pointing at the local data folder (the one that holds ``her2st/``).

@@ -1,4 +1,4 @@
-"""The one input contract of the public ``tl`` / ``pp`` / ``pl`` functions (private; issue #23).
+"""The one input contract of the public ``tl`` / ``pp`` / ``pl`` functions (private).
 
 Every public function calls the checks it needs here, before any work, so the same input gets the same
 answer everywhere. What is checked, and the answer:
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ._constants import MIN_GENES, SPATIAL_KEY
+from ._constants import MIN_GENES, SPATIAL_KEY, Key
 from ._logging import logger
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def graph(adata: AnnData, neighbors_key: str, *, library_key: str | None = None)
     """
     from scipy import sparse
 
-    key = f"{neighbors_key}_connectivities"
+    key = Key.obsp.connectivities(neighbors_key)
     fix = (
         "`squidpy.gr.spatial_neighbors_knn(adata, n_neighs=6"
         + (f", library_key={library_key!r}" if library_key is not None else "")
