@@ -15,7 +15,7 @@ import pytest
 matplotlib.use("Agg")
 
 DATA_DIR_ENV = "SPACRD_DATA_DIR"
-#: ``shared/data`` beside the repository (…/work/main/tests/conftest.py → …/work/shared/data).
+#: ``shared/data`` beside the repository (<root>/main/tests/conftest.py → <root>/shared/data).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
