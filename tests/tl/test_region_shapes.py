@@ -101,10 +101,6 @@ def test_ring_of_tumour_spots_has_a_hole_and_two_regions_are_multipolygons():
 
     assert Polygon(g.interiors[0]).area == pytest.approx(9 * SPACING_PX**2)
     # the same region id over two separate parts → one MultiPolygon feature
-    ids = a.obs["spacrd_region_id"].to_numpy().copy()
-    a.obs["spacrd_region"] = pd.Categorical(
-        np.where(ids >= 0, "tumour", "non-tumour"), categories=["tumour", "boundary", "non-tumour"]
-    )
     called2 = np.zeros((11, 11), bool)
     called2[1:3, 1:3] = called2[7:10, 7:10] = True
     a.obs["spacrd_region"] = pd.Categorical(
