@@ -146,3 +146,35 @@ def test_missing_regions_are_refused():
     a.obs["spacrd_region"] = "cancer"
     with pytest.raises(ValueError, match="expected"):
         sc_crd.tl.region_shapes(a)
+
+
+def test_her2st_shapes_element_beside_the_he_and_read_back_by_name(her2st_loader, tmp_path):
+    """On her2st A1 (LOO SpaCRD scores, seed 0) read as a SpatialData: the regions land in the H&E's coordinate
+    system, survive sdata.write / read_zarr, and pp.annotate_spots on the element by name gives back each spot's
+    region (the spot centres lie in the polygon of their own class)."""
+    from pathlib import Path
+
+    import spatialdata as sd
+    import squidpy as sq
+    from spatialdata.transformations import get_transformation
+
+    src = her2st_loader("A1")
+    scores = pd.read_csv(Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "her2st_loo_scores.csv.gz")
+    scores = scores[(scores["method"] == "SpaCRD") & (scores["section"] == "A1") & (scores["seed"] == 0)]
+    t = src.tables["table"]
+    uns = {k: v for k, v in t.uns.items() if k != "spatialdata_attrs"}  # a table that annotates no element
+    a = ad.AnnData(obs=t.obs[["pathology"]].copy(), obsm={"spatial": t.obsm["spatial"]}, uns=uns)
+    a.obs["spacrd_score"] = scores.set_index("spot")["score"].loc[a.obs_names].to_numpy()
+    sq.gr.spatial_neighbors(a, n_neighs=6, coord_type="generic")
+    sc_crd.tl.tumour_regions(a, threshold=0.5)
+    sdata = sd.SpatialData(images={"he": src.images["he"]}, tables={"table": a})
+    sc_crd.tl.region_shapes(sdata)
+    shapes = sdata.shapes["spacrd_regions"]
+    assert set(get_transformation(shapes, get_all=True)) == set(get_transformation(src.images["he"], get_all=True))
+    assert (shapes["area_um2"] > 0).all() and shapes["mean_score"].between(0, 1).all()
+    sdata.write(tmp_path / "a1.zarr")
+    back = sd.read_zarr(tmp_path / "a1.zarr")
+    assert back.shapes["spacrd_regions"].geometry.geom_equals_exact(shapes.geometry, tolerance=1e-9).all()
+    sc_crd.pp.annotate_spots(back, "spacrd_regions", key_added="back", outside="non-tumour")
+    got = back.tables["table"].obs
+    assert (got["back"].astype(str) == got["spacrd_region"].astype(str)).mean() >= 0.99
