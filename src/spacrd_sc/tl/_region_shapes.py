@@ -26,8 +26,9 @@ SHAPE_CLASSES = ("tumour", "boundary")
 GLOBAL_CS = "global"
 
 
-def _footprints(xy: np.ndarray, spacing: float) -> np.ndarray:
-    """Each spot's share of the tissue: its Voronoi cell clipped to a disc of radius ``spacing / √2``.
+def _footprints(xy: np.ndarray, spacing: float, which: np.ndarray) -> np.ndarray:
+    """Footprints of the spots ``which`` (bool mask): Voronoi cells of all centres, clipped to a disc of radius
+    ``spacing / √2``.
 
     Vertices snapped to a grid of ``spacing * 1e-6`` so neighbouring cells share exact edges and unite without
     slivers.
@@ -44,9 +45,10 @@ def _footprints(xy: np.ndarray, spacing: float) -> np.ndarray:
     if (order < 0).any():  # a centre on a cell edge (duplicate spots): take the nearest cell
         miss = np.flatnonzero(order < 0)
         order[miss] = tree.nearest(pts[miss])
-    discs = shapely.buffer(pts, spacing / np.sqrt(2) * 1.001, quad_segs=16)
-    out = shapely.intersection(cells[order], discs)
-    return shapely.set_precision(out, grid_size=spacing * 1e-6)
+    discs = shapely.buffer(pts[which], spacing / np.sqrt(2) * 1.001, quad_segs=16)
+    out = np.full(len(xy), None, dtype=object)
+    out[which] = shapely.set_precision(shapely.intersection(cells[order[which]], discs), grid_size=spacing * 1e-6)
+    return out
 
 
 def _box(xy: np.ndarray) -> tuple[float, float, float, float]:
@@ -77,8 +79,7 @@ def _section_geoms(
     drawn = np.isin(labels, SHAPE_CLASSES) & (owner >= 0)
     if not drawn.any():
         return rows
-    cells = np.empty(len(xy), dtype=object)
-    cells[drawn] = _footprints(xy, spacing_px)[drawn] if len(xy) >= 2 else None
+    cells = _footprints(xy, spacing_px, drawn)
     for rid in np.unique(owner[drawn]):
         for cls in SHAPE_CLASSES:
             m = drawn & (owner == rid) & (labels == cls)
