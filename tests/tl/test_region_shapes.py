@@ -138,6 +138,25 @@ def test_spatialdata_shapes_element_round_trips_through_zarr(tmp_path):
     assert "again" in sd.read_zarr(tmp_path / "s.zarr").shapes
 
 
+def test_sections_get_their_own_polygons_and_scale(tmp_path):
+    """With library_key, each section is drawn on its own with its own µm per pixel."""
+    a, b = _grid(_block()), _grid(_block(9, 1, 4))
+    a.obs["section"], b.obs["section"] = "a", "b"
+    both = ad.concat([a, b], index_unique="-", pairwise=True)
+    both.uns = a.uns
+    sc_crd.tl.tumour_regions(both, library_key="section", um_per_px=UM_PER_PX)
+    gdf = sc_crd.tl.region_shapes(both)
+    assert sorted(zip(gdf["section"], gdf["class"], strict=True)) == [
+        ("a", "boundary"),
+        ("a", "tumour"),
+        ("b", "boundary"),
+        ("b", "tumour"),
+    ]
+    assert np.allclose(gdf.loc[gdf["class"] == "tumour", "area_um2"], (SPACING_PX * UM_PER_PX) ** 2)
+    with pytest.raises(ValueError, match="one image"):
+        sc_crd.io.write_qupath(both, tmp_path / "x.geojson", gdf)
+
+
 def test_missing_regions_are_refused():
     a = _grid(_block())
     with pytest.raises(KeyError, match="tumour_regions"):

@@ -180,7 +180,7 @@ def write_qupath(
         No regions given and no shapes element ``"spacrd_regions"``; regions without a ``class`` column; an
         unknown ``spot_keys`` / ``class_key`` column.
     ValueError
-        ``scale`` not a positive finite number; NaN spot coordinates.
+        ``scale`` not a positive finite number; regions of several sections; NaN spot coordinates.
     """
     from anndata import AnnData
 
@@ -201,6 +201,11 @@ def write_qupath(
                 "run `sc_crd.tl.region_shapes` on the SpatialData first."
             )
         regions = shapes[key]
+    if "section" in regions.columns and regions["section"].nunique() > 1:
+        raise ValueError(
+            f"The regions span sections {sorted(regions['section'].unique())}; a QuPath file belongs to one image: "
+            "pass `regions[regions['section'] == name]` and that section's table."
+        )
     features = _region_features(regions, float(scale))
     if spot_keys:
         features += _spot_features(adata, list(spot_keys), class_key, float(scale))
