@@ -151,6 +151,14 @@ def region_shapes(
     SpatialData it is written as ``sdata.shapes[key_added]`` (identity transformation to ``"global"``) and
     ``None`` is returned.
 
+    Notes
+    -----
+    To look at them: ``sdata.pl.render_images("he").pl.render_shapes("spacrd_regions", color="class").pl.show()``
+    with spatialdata-plot; in napari, ``napari_spatialdata.Interactive(sdata)`` lists the element under the
+    ``"global"`` coordinate system beside the H&E (the ``class`` column colours it). ``sdata.write(path)`` or,
+    for a SpatialData already on disk, ``sdata.write_element(key_added)`` saves it in the zarr store; QuPath
+    reads it through :func:`spacrd_sc.io.write_qupath`.
+
     Raises
     ------
     KeyError
