@@ -3,6 +3,7 @@
 from ._evaluate import evaluate, evaluate_groups
 from ._extract import extract_uni
 from ._inputs import FeatureSpec
+from ._region_shapes import region_shapes
 from ._regions import tumour_regions
 from ._score import cancer_score
 from ._train import align, fit_vrbca
@@ -15,5 +16,6 @@ __all__ = [
     "evaluate_groups",
     "extract_uni",
     "fit_vrbca",
+    "region_shapes",
     "tumour_regions",
 ]
