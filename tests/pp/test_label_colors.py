@@ -82,9 +82,12 @@ def test_cancer_classes_write_the_training_label() -> None:
     assert lab.dtype == bool
     np.testing.assert_array_equal(lab.to_numpy(), a.obsm["spatial"][:, 0] < 70)
     assert a.uns["annotation"]["params"]["cancer_classes"] == ["Tumor", "Stroma"]
-    # the label reads as the package's binary training label
     sc_crd.pp.annotate_spots(a, DOC, cancer_classes=["Tumor"], label_key="tumour", outside=None, key_added="t")
     np.testing.assert_array_equal(a.obs["tumour"].to_numpy(), a.obsm["spatial"][:, 0] < 40)
+    # the label reads as the package's binary label (the same check tl.fit_vrbca makes): a perfect score
+    a.obs["x_score"] = 1 - a.obsm["spatial"][:, 0] / 100
+    metrics = sc_crd.tl.evaluate(a, score_key="x_score", label_key="tumour", threshold=0.6)
+    assert metrics["auc"] == 1.0 and metrics["f1"] == 1.0 and metrics["n_cancer"] == 40
 
 
 def test_colours_reach_squidpy() -> None:
