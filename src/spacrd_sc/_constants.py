@@ -35,6 +35,8 @@ DATA_DIR_ENV = "SPACRD_DATA_DIR"
 #: Column with the class name of each annotation polygon (read by :mod:`spacrd_sc.io`, written by
 #: :mod:`spacrd_sc.pp`).
 CLASS_COLUMN = "class"
+#: Column with each annotation polygon's class colour (``"#rrggbb"``, QuPath's ``classification.color``).
+CLASS_COLOR_COLUMN = "class_color"
 
 # ---------------------------------------------------------------------- physical facts
 #: Spot diameter (µm) of each platform, by ``uns['spatial'][lib]['metadata']['platform']``: legacy ST spots are

@@ -75,3 +75,40 @@ def test_bad_input(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         sc_crd.io.annotations(bad)
+
+
+def test_class_colours():
+    """``classification.color``: an [r, g, b] list, QuPath's packed (signed) int, a JSON-string classification;
+    anything unreadable is ``None`` (the class then takes a palette colour in pp.annotate_spots)."""
+    feats = [
+        qupath_feature(square(0, 0, 1, 1), "Tumor"),  # [200, 0, 0]
+        {
+            "type": "Feature",
+            "geometry": square(2, 0, 3, 1),
+            "properties": {"classification": {"name": "A", "color": -16744448}},
+        },
+        {
+            "type": "Feature",
+            "geometry": square(4, 0, 5, 1),
+            "properties": {"classification": {"name": "B", "color": 0x123456}},
+        },
+        {
+            "type": "Feature",
+            "geometry": square(6, 0, 7, 1),
+            "properties": {"classification": '{"name": "C", "color": [1, 2, 3]}'},
+        },
+        {
+            "type": "Feature",
+            "geometry": square(8, 0, 9, 1),
+            "properties": {"classification": {"name": "D", "color": [300, 0, 0]}},
+        },
+        {
+            "type": "Feature",
+            "geometry": square(10, 0, 11, 1),
+            "properties": {"classification": {"name": "E", "color": "red"}},
+        },
+        {"type": "Feature", "geometry": square(12, 0, 13, 1), "properties": {"classification": {"name": "F"}}},
+    ]
+    gdf = sc_crd.io.annotations(feats)
+    assert gdf["class"].tolist() == ["Tumor", "A", "B", "C", "D", "E", "F"]
+    assert gdf["class_color"].tolist() == ["#c80000", "#008000", "#123456", "#010203", None, None, None]

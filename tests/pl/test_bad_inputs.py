@@ -65,6 +65,15 @@ def dist(a: AnnData, **kw: Any) -> Any:
     return pl.score_distribution(a, show=False, **kw)
 
 
+def _grid(a: AnnData) -> AnnData:
+    a.obsm["spatial"] = np.c_[np.arange(a.n_obs) % 8, np.arange(a.n_obs) // 8].astype(float) * 10
+    return a
+
+
+def smap(a: AnnData, **kw: Any) -> Any:
+    return pl.score_map(a, show=False, **kw)
+
+
 RAISED: list[Any] = [
     # score_distribution
     pytest.param(
@@ -99,6 +108,31 @@ RAISED: list[Any] = [
         lambda: dist(_sdata(scored()), table_key="cells"), KeyError, r"no table 'cells'", id="dist-wrong-table-key"
     ),
     pytest.param(lambda: dist(scored().obs), TypeError, r"Expected an AnnData or a SpatialData", id="dist-dataframe"),
+    # score_map
+    pytest.param(
+        lambda: smap(_grid(scored()), score_key="score"), KeyError, r"score_key 'score' is not in", id="map-score-key"
+    ),
+    pytest.param(lambda: smap(_grid(_nan_score(scored()))), ValueError, r"1 NaN/inf scores", id="map-nan-scores"),
+    pytest.param(
+        lambda: smap(_grid(_obs(scored(), "logit", np.linspace(-3, 3, 40))), score_key="logit", call_key=None),
+        ValueError,
+        r"spans -3–3; score_map draws scores in \[0, 1\] on a fixed 0–1 scale",
+        id="map-scores-outside-0-1",
+    ),
+    pytest.param(
+        lambda: smap(_grid(_obs(scored(), "spacrd_cancer", np.arange(40) % 3))),
+        ValueError,
+        r"spacrd_cancer",
+        id="map-calls-not-bool",
+    ),
+    pytest.param(lambda: smap(scored()), KeyError, r"spatial", id="map-no-coordinates"),
+    pytest.param(
+        lambda: smap(_grid(scored()), img=True), ValueError, r"img=True but the table has no image", id="map-no-image"
+    ),
+    pytest.param(
+        lambda: smap(_grid(scored()), library_id="A1"), KeyError, r"library_id 'A1' is not in", id="map-unknown-lib"
+    ),
+    pytest.param(lambda: smap(scored().obs), TypeError, r"Expected an AnnData or a SpatialData", id="map-dataframe"),
     # training_history
     pytest.param(
         lambda: pl.training_history(scored(), show=False),

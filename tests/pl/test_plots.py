@@ -58,6 +58,18 @@ def scored() -> AnnData:
 
 
 @pytest.fixture
+def mapped(scored: AnnData) -> AnnData:
+    """The scored spots on a 10 × 6 grid (cancer on the left), scores 0.2–0.9, the calls from a 0.5 cut."""
+    xy = np.array([[x, y] for x in range(10) for y in range(6)], dtype=float) * 10
+    scored.obsm["spatial"] = xy
+    scores = np.clip(0.9 - 0.07 * xy[:, 0] / 10 + 0.01 * xy[:, 1] / 10, 0, 1)
+    scored.obs["spacrd_score"] = scores.astype(np.float32)
+    scored.obs["spacrd_cancer"] = scores >= 0.5
+    scored.uns["spacrd"] = {"threshold": 0.5, "called_share": 0.55, "params": {"threshold": "gmm"}}
+    return scored
+
+
+@pytest.fixture
 def trained_like() -> sc_crd.SpaCRD:
     """A tiny untrained model whose history is set by hand (no training)."""
     model = sc_crd.SpaCRD([f"g{i}" for i in range(4)], None, hidden_dims=(8, 8, 8), n_heads=2, latent_dim=2)
@@ -87,6 +99,11 @@ def test_score_distribution_image(scored: AnnData, kind: str, tmp_path: Path) ->
     # explicit order: the image must not depend on how the default category order is derived
     ax = sc_crd.pl.score_distribution(scored, kind=kind, order=CATEGORIES, show=False)
     _check_image(ax, f"score_distribution_{kind}.png", tmp_path)
+
+
+def test_score_map_image(mapped: AnnData, tmp_path: Path) -> None:
+    ax = sc_crd.pl.score_map(mapped, size=60, show=False)
+    _check_image(ax, "score_map.png", tmp_path)
 
 
 def test_training_history_image(trained_like: sc_crd.SpaCRD, tmp_path: Path) -> None:
@@ -162,7 +179,73 @@ def test_show_true_calls_plt_show(scored: AnnData, monkeypatch: pytest.MonkeyPat
     assert calls == [1]
 
 
+def test_score_distribution_axis_spans_0_to_1(scored: AnnData) -> None:
+    ax = sc_crd.pl.score_distribution(scored, show=False)
+    assert ax.get_ylim() == (0.0, 1.0)
+    ax = sc_crd.pl.score_distribution(scored, kind="hist", bins=10, show=False)
+    assert ax.get_xlim() == (0.0, 1.0)
+    edges = sorted({round(float(x), 6) for p in ax.patches for x in p.get_path().vertices[:, 0]})
+    assert edges[0] == 0.0 and edges[-1] == 1.0  # bins over 0–1, not the section's range
+    scored.obs["spacrd_score"] = scored.obs["spacrd_score"] * 3  # not a likelihood: its own range
+    assert sc_crd.pl.score_distribution(scored, show=False, threshold=0.5).get_ylim()[1] > 1
+
+
+def test_score_map_fixed_scale_outline_and_title(mapped: AnnData) -> None:
+    from matplotlib.colors import to_hex
+
+    mapped.obs["spacrd_score"] = mapped.obs["spacrd_score"] * 0.3 + 0.35  # a narrow 0.35–0.62 range
+    ax = sc_crd.pl.score_map(mapped, show=False)
+    cbar = ax.figure.axes[-1]
+    assert cbar.get_label() == "<colorbar>" and cbar.get_ylim() == (0.0, 1.0)  # fixed scale, not 0.35–0.62
+    spots, outline = ax.collections[0], ax.collections[-1]
+    assert spots.norm.vmin == 0.0 and spots.norm.vmax == 1.0
+    called = mapped.obs["spacrd_cancer"].to_numpy()
+    assert len(outline.get_offsets()) == called.sum()
+    np.testing.assert_allclose(outline.get_offsets(), mapped.obsm["spatial"][called])  # on top of the called spots
+    assert len(outline.get_facecolors()) == 0 and to_hex(outline.get_edgecolors()[0]) == to_hex("crimson")
+    title = ax.get_title()
+    assert "scale 0–1" in title and "rule gmm" in title and "threshold 0.50" in title and "55% of spots" in title
+    # other calls: the share is counted from the column; no outline without calls
+    mapped.obs["mine"] = np.arange(mapped.n_obs) < 6
+    assert "mine" in (t := sc_crd.pl.score_map(mapped, call_key="mine", show=False).get_title()) and "10%" in t
+    ax = sc_crd.pl.score_map(mapped, call_key=None, show=False)
+    assert all(len(c.get_facecolors()) for c in ax.collections)  # no edge-only outline drawn
+    assert ax.get_title() == "spacrd_score (scale 0–1)"
+
+
+@pytest.mark.realdata
+def test_score_map_on_her2st_over_the_he(data_dir) -> None:
+    """A1 with its H&E: circles over the image, the outline on the called spots, the y axis as squidpy sets it."""
+    sd = sc_crd.datasets.her2st("A1", path=data_dir)
+    t = sd.tables["table"]
+    t.obs["spacrd_score"] = np.where(t.obs["cancer"], 0.7, 0.3) + np.linspace(-0.05, 0.05, t.n_obs)
+    t.obs["spacrd_cancer"] = t.obs["cancer"].to_numpy(dtype=bool)
+    ax = sc_crd.pl.score_map(sd, show=False)
+    assert ax.images, "the H&E is drawn"
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # image frame: y grows downwards, not flipped by the outline call
+    assert len(ax.collections[-1].get_paths()) == int(t.obs["cancer"].sum())
+    assert f"{t.obs['cancer'].mean():.0%} of spots" in ax.get_title()
+    assert len(sc_crd.pl.score_map(sd, img=False, show=False).images) == 0
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
+def test_score_map_bad_input(mapped: AnnData) -> None:
+    mapped.obs["raw"] = mapped.obs["spacrd_score"] * 2
+    with pytest.raises(ValueError, match=r"score_map draws scores in \[0, 1\] on a fixed 0–1 scale"):
+        sc_crd.pl.score_map(mapped, score_key="raw", call_key=None, show=False)
+    with pytest.raises(KeyError, match="score_key 'nope_score'"):
+        sc_crd.pl.score_map(mapped, score_key="nope_score", show=False)
+    with pytest.raises(KeyError, match="nope"):
+        sc_crd.pl.score_map(mapped, call_key="nope", show=False)
+    with pytest.raises(ValueError, match="img=True but the table has no image"):
+        sc_crd.pl.score_map(mapped, img=True, show=False)
+    with pytest.raises(KeyError, match=r"library_id 'B1' is not in adata.uns\['spatial'\]"):
+        sc_crd.pl.score_map(mapped, library_id="B1", show=False)
+    mapped.uns["spatial"] = {"A": {}, "B": {}}
+    with pytest.raises(ValueError, match="several libraries"):
+        sc_crd.pl.score_map(mapped, show=False)
+
+
 def test_score_distribution_missing_score_key(scored: AnnData) -> None:
     with pytest.raises(KeyError, match="score_key 'nope_score' is not in adata.obs"):
         sc_crd.pl.score_distribution(scored, score_key="nope_score", show=False)

@@ -252,6 +252,13 @@ ANNOTATE: list = [
     ("annotations an int", _annotate(3), TypeError, "annotations must be"),
     ("annotations a list of ints", _annotate([1, 2]), ValueError, "feature 0 is not a GeoJSON Feature"),
     # spots
+    (
+        "cancer_classes naming a class not drawn",
+        _annotate(gdf((BIG, "Tumor"), (SIDE, "Fat")), cancer_classes=["Tumour"]),
+        ValueError,
+        r"cancer_classes \['Tumour'\] are not classes of the annotations; classes found: \['Tumor', 'Fat'\]",
+    ),
+    ("cancer_classes as one string", _annotate(gdf((BIG, "Tumor")), cancer_classes="Tumor"), TypeError, "list of"),
     ("NaN spot centre", _annotate(gdf((BIG, "Tumor")), data=_nan_centre), ValueError, r"NaN|finite"),
     ("no obsm['spatial']", _annotate(gdf((BIG, "Tumor")), data=_no_spatial), KeyError, r"obsm\['spatial'\]"),
     (

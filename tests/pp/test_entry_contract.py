@@ -109,7 +109,7 @@ def test_user_column_kept_unless_overwrite(caplog: pytest.LogCaptureFixture) -> 
 def test_own_column_rewritten_with_warning(caplog: pytest.LogCaptureFixture) -> None:
     a = grid()
     pp.annotate_spots(a, polygons())
-    assert a.uns["spacrd_sc"]["written"] == {"obs": ["annotation"], "uns": ["annotation"]}
+    assert a.uns["spacrd_sc"]["written"] == {"obs": ["annotation"], "uns": ["annotation", "annotation_colors"]}
     with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
         pp.annotate_spots(a, polygons(), outside="none")
     assert "Overwriting adata.obs['annotation']." in caplog.text

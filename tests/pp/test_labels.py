@@ -111,3 +111,31 @@ def test_bad_input(a1, drawing):
         sc_crd.pp.annotate_spots(a1, "no_such_element")
     with pytest.raises(ValueError, match="needs a SpatialData"):
         sc_crd.pp.annotate_spots(a1.tables["table"], doc, coordinate_system="global")
+
+
+def test_colours_and_training_label_on_a_real_section(a1, drawing):
+    """QuPath colours become ``uns['drawn_colors']`` and squidpy paints A1's spots with them; ``cancer_classes``
+    writes the boolean label the training reads."""
+    import copy
+
+    import matplotlib.pyplot as plt
+    import squidpy as sq
+    from matplotlib.colors import to_hex
+
+    doc, block, inner_row = drawing
+    doc = copy.deepcopy(doc)
+    doc["features"][0]["properties"]["classification"]["color"] = [0, 0, 255]  # Tumor blue
+    doc["features"][1]["properties"]["classification"]["color"] = [0, 160, 0]  # Stroma green
+    polys = sc_crd.io.annotations(doc, scale=SCALE)
+    out = sc_crd.pp.annotate_spots(
+        a1, polys, key_added="drawn", cancer_classes=["Tumor"], label_key="drawn_cancer", copy=True
+    )
+    assert out.uns["drawn_colors"] == ["#0000ff", "#00a000", "#bfbfbf"]
+    want = block.copy()
+    want[inner_row] = False
+    np.testing.assert_array_equal(out.obs["drawn_cancer"].to_numpy(), want)
+    assert out.obs["drawn_cancer"].dtype == bool
+    sq.pl.spatial_scatter(out, color="drawn", img=False, shape=None, size=20, return_ax=False)
+    coll = [c for c in plt.gcf().axes[0].collections if len(c.get_offsets()) == out.n_obs]
+    assert {to_hex(f) for f in coll[0].get_facecolors()} == {"#0000ff", "#00a000", "#bfbfbf"}
+    plt.close("all")

@@ -569,6 +569,12 @@ RAISED: list[Any] = [
     ),
     # --- evaluate / evaluate_groups: labels, scores, calls, thresholds, sizes
     pytest.param(
+        lambda c: tl.evaluate(c.scored(), groupby="pathology"),
+        TypeError,
+        r"evaluate\(\) does not split by groups.*sc_crd\.tl\.evaluate_groups",
+        id="evaluate-groupby",
+    ),
+    pytest.param(
         lambda c: tl.evaluate(_as_text(c.scored(), "cancer")),
         ValueError,
         NOT_BOOL + r".*text",

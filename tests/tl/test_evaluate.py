@@ -62,3 +62,13 @@ def test_evaluate_groups_bad_input():
     with pytest.raises(KeyError, match="No cancer calls"):
         sc_crd.tl.evaluate_groups(a, score_key="m2")  # no '_score' suffix: no call column to derive
     assert list(a.obs.columns) == ["pathology", "cancer", "m_score", "m_cancer", "section", "m2"]  # nothing written
+
+
+@pytest.mark.parametrize("groupby", ["pathology", ["section", "pathology"]])
+def test_evaluate_groupby_points_to_evaluate_groups(groupby):
+    """``evaluate(..., groupby=)`` is refused with a TypeError naming the sibling (its return type differs)."""
+    with pytest.raises(TypeError, match=r"use sc_crd\.tl\.evaluate_groups\(data, .*pathology"):
+        sc_crd.tl.evaluate(scored(), score_key="m_score", groupby=groupby)
+    # the sibling answers what was asked; evaluate without groupby still works
+    assert "called_fraction" in sc_crd.tl.evaluate_groups(scored(), groupby, score_key="m_score")
+    assert set(sc_crd.tl.evaluate(scored(), score_key="m_score")) >= {"auc", "ap", "f1", "ks"}

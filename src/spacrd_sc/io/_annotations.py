@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._constants import CLASS_COLUMN
+from .._constants import CLASS_COLOR_COLUMN, CLASS_COLUMN
 from .._geometry import AREA_TYPES, _check_geometry
 from .._logging import logger
 from ._checks import _number
@@ -60,6 +60,34 @@ def _lookup(props: Mapping[str, Any] | None, dotted: str) -> Any:
             return None
         value = value[part]
     return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+
+def _hex_color(value: Any) -> str | None:
+    """A QuPath class colour as ``"#rrggbb"``: an ``[r, g, b]`` list of ints 0–255 (QuPath's GeoJSON export) or a
+    packed int (``0xAARRGGBB`` / ``0xRRGGBB``, possibly negative as a signed 32-bit int, as QuPath stores
+    colours internally); ``None`` for anything else (an unreadable colour is not an error: the class then
+    takes a palette colour)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        v = value & 0xFFFFFF
+        return f"#{(v >> 16) & 255:02x}{(v >> 8) & 255:02x}{v & 255:02x}"
+    if isinstance(value, list | tuple) and len(value) in (3, 4):
+        rgb = value[:3]
+        if all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb):
+            return "#{:02x}{:02x}{:02x}".format(*rgb)
+    return None
+
+
+def _class_color(props: Mapping[str, Any] | None) -> str | None:
+    """The feature's ``classification.color`` (the classification may be a JSON string) as hex, else ``None``."""
+    cls = (props or {}).get("classification") if isinstance(props, Mapping) else None
+    if isinstance(cls, str):
+        try:
+            cls = json.loads(cls)
+        except ValueError:
+            return None
+    return _hex_color(cls.get("color")) if isinstance(cls, Mapping) else None
 
 
 def _class_names(props: pd.Series, class_key: str | None) -> tuple[pd.Series, str]:
@@ -180,10 +208,11 @@ def annotations(
     Returns
     -------
     :class:`geopandas.GeoDataFrame` of the (multi)polygons, parsed by :class:`spatialdata.models.ShapesModel`
-    (so ``sdata.shapes["annotations"] = ...`` works), with column ``class`` (str) and the feature's other
-    top-level properties; ``attrs["class_key"]`` names the property the classes came from. Features without
-    a class are dropped with a warning; so are features that are not areas (points, lines, geometry
-    collections) and features without a geometry.
+    (so ``sdata.shapes["annotations"] = ...`` works), with column ``class`` (str), column ``class_color``
+    (QuPath's ``classification.color`` as ``"#rrggbb"``, from an ``[r, g, b]`` list or QuPath's packed int;
+    ``None`` where the feature has none) and the feature's other top-level properties; ``attrs["class_key"]``
+    names the property the classes came from. Features without a class are dropped with a warning; so are
+    features that are not areas (points, lines, geometry collections) and features without a geometry.
 
     Every polygon is checked. An invalid one (self-intersecting "bow-tie", a ring touching itself) is
     repaired with :func:`shapely.make_valid` (its polygonal part) and a warning naming the feature (position in
@@ -233,6 +262,7 @@ def annotations(
         ]
     )
     table[CLASS_COLUMN] = [c for _, _, c in kept]
+    table[CLASS_COLOR_COLUMN] = [_class_color(f.get("properties")) for _, f, _ in kept]
     # nested dict properties (classification, measurements) do not survive writing; keep flat ones only
     flat = [c for c in table.columns if not table[c].map(lambda v: isinstance(v, Mapping | list)).any()]
     gdf = ShapesModel.parse(gpd.GeoDataFrame(table[flat], geometry=gpd.GeoSeries(geoms)))

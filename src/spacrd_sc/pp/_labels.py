@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _validate
-from .._constants import CLASS_COLUMN, SPATIAL_KEY, TABLE_KEY
+from .._constants import CLASS_COLOR_COLUMN, CLASS_COLUMN, LABEL_KEY, SPATIAL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._geometry import _check_finite_xy, _checked_polygons
 from .._logging import logger
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 #: Relative tolerance under which two polygon areas count as equal (a tie that the overlap rule cannot break).
 AREA_RTOL = 1e-9
+#: Colour of the ``outside`` category in ``uns[f"{key_added}_colors"]``: a neutral grey.
+OUTSIDE_COLOR = "#bfbfbf"
+#: Palette for classes drawn without a colour (matplotlib's ``tab20``), taken in category order, skipping
+#: colours the drawing already uses.
+DEFAULT_PALETTE = "tab20"
 
 
 def _class_table(source: Any, key: str, what: str) -> GeoDataFrame:
@@ -46,7 +51,34 @@ def _class_table(source: Any, key: str, what: str) -> GeoDataFrame:
     geoms = list(source.geometry.to_numpy()[~missing])
     rows = np.flatnonzero(~missing)
     labels = [f"polygon {r} (class {c!r}) of {what}" for r, c in zip(rows, cls, strict=True)]
-    return gpd.GeoDataFrame({CLASS_COLUMN: cls}, geometry=gpd.GeoSeries(_checked_polygons(geoms, labels)))
+    cols = {CLASS_COLUMN: cls}
+    if CLASS_COLOR_COLUMN in source.columns:  # e.g. shapes read by io.annotations: keep the drawn colours
+        cols[CLASS_COLOR_COLUMN] = source[CLASS_COLOR_COLUMN].to_numpy()[~missing]
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries(_checked_polygons(geoms, labels)))
+
+
+def _category_colors(polys: GeoDataFrame, categories: list[str], outside: str | None) -> list[str]:
+    """``"#rrggbb"`` per category: the class's drawn colour (first polygon with one), grey for ``outside``,
+    else the next :data:`DEFAULT_PALETTE` colour not already used."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    drawn: dict[str, str] = {}
+    if CLASS_COLOR_COLUMN in polys.columns:
+        for c, col in zip(polys[CLASS_COLUMN], polys[CLASS_COLOR_COLUMN], strict=True):
+            if isinstance(col, str) and col.startswith("#") and str(c) not in drawn:
+                drawn[str(c)] = col.lower()
+    cmap = colormaps[DEFAULT_PALETTE]
+    palette = [h for h in (to_hex(cmap(i)) for i in range(cmap.N)) if h not in drawn.values()]
+    out = []
+    for cat in categories:
+        if cat in drawn:
+            out.append(drawn[cat])
+        elif outside is not None and cat == outside:
+            out.append(OUTSIDE_COLOR)
+        else:
+            out.append(palette.pop(0) if palette else OUTSIDE_COLOR)
+    return out
 
 
 def _resolve_overlaps(hits: pd.DataFrame, polys: GeoDataFrame, points: GeoDataFrame) -> tuple[pd.DataFrame, int]:
@@ -208,6 +240,8 @@ def annotate_spots(
     outside: str | None = "unannotated",
     coordinate_system: str | None = None,
     table_key: str = TABLE_KEY,
+    cancer_classes: Sequence[str] | None = None,
+    label_key: str = LABEL_KEY,
     copy: bool = False,
     overwrite: bool = False,
 ) -> AnnData | None:
@@ -243,15 +277,28 @@ def annotate_spots(
         element are transformed into it, and a GeoJSON is taken to be drawn in it. Default: the frame of
         ``obsm['spatial']`` — for the :mod:`spacrd_sc.io` readers the H&E's pixels (``"global"``).
     {table_key}
+    cancer_classes
+        Classes that count as cancer (e.g. ``["Tumor"]``): also write the boolean training label
+        ``obs[label_key]`` (spot's class in ``cancer_classes``; spots outside every polygon are ``False``), read
+        by :func:`spacrd_sc.tl.fit_vrbca`. A name that is not a class of the drawing is an error naming it and
+        the classes found. Default: no label column.
+    label_key
+        ``obs`` column for the boolean label written with ``cancer_classes``.
     {copy}
     overwrite
-        Replace an existing ``obs[key_added]`` / ``uns[key_added]`` that spacrd_sc did not write (refused
-        otherwise, e.g. ``key_added="pathology"``); keys it wrote are replaced with a warning.
+        Replace existing keys (``obs[key_added]``, ``uns[key_added]``, ``uns[f"{key_added}_colors"]``,
+        ``obs[label_key]``) that spacrd_sc did not write (refused otherwise, e.g. ``key_added="pathology"``); keys
+        it wrote are replaced with a warning.
 
     Returns
     -------
     ``None`` (or the table with ``copy=True``); writes ``obs[key_added]``, categorical with the classes in
-    the order of first appearance, then ``outside``, and ``uns[key_added]["params"]`` plus
+    the order of first appearance, then ``outside``; ``uns[f"{key_added}_colors"]``, one ``"#rrggbb"`` per
+    category in category order (the colours scanpy and squidpy plot the column with): the class's QuPath colour
+    (``classification.color`` of its first polygon that has one, see :func:`spacrd_sc.io.annotations`), grey
+    ``#bfbfbf`` for ``outside``, and for classes drawn without a colour the next colour of matplotlib's
+    ``tab20`` palette not used by the drawing; with ``cancer_classes``, ``obs[label_key]`` (bool); and
+    ``uns[key_added]["params"]`` plus
     ``uns[key_added]["n_inside"]`` (spots inside a polygon) and ``uns[key_added]["n_overlap"]`` (spots inside
     overlapping polygons of different classes, labelled by the overlap rule).
 
@@ -263,16 +310,32 @@ def annotate_spots(
         No polygons; no spot centre inside any polygon (the polygons are likely in another frame: the
         message gives both extents); a polygon with NaN / infinite coordinates, a ring of fewer than 3
         distinct points or no area once repaired; duplicated polygons of different classes holding a spot
-        centre; NaN / infinite spot centres; a GeoDataFrame / shapes element whose class column is all missing.
+        centre; NaN / infinite spot centres; a GeoDataFrame / shapes element whose class column is all missing;
+        ``cancer_classes`` naming classes not in the drawing, or ``label_key`` equal to ``key_added``.
+    TypeError
+        ``cancer_classes`` not a list of str.
     """
     import geopandas as gpd
 
     adata = _validate.table(_get_table(data, table_key), what="annotate_spots")
-    written = {"obs": [key_added], "uns": [key_added]}
+    if cancer_classes is not None:
+        if isinstance(cancer_classes, str) or not all(isinstance(c, str) for c in cancer_classes):
+            raise TypeError(f"cancer_classes must be a list of class names (str), got {cancer_classes!r}.")
+        cancer_classes = list(cancer_classes)
+        if label_key == key_added:
+            raise ValueError(f"label_key and key_added must differ (both {key_added!r}).")
+    written = {"obs": [key_added], "uns": [key_added, f"{key_added}_colors"]}
+    if cancer_classes is not None:
+        written["obs"].append(label_key)
     _validate.writable_keys(adata, written, overwrite=overwrite, record=key_added)
     if coordinate_system is None:
         _validate.coordinates(adata)
     polys = _polygons(data, annotations, class_key, coordinate_system)
+    classes = list(pd.unique(polys[CLASS_COLUMN]))
+    if cancer_classes is not None:
+        unknown = [c for c in cancer_classes if c not in classes]
+        if unknown:
+            raise ValueError(f"cancer_classes {unknown} are not classes of the annotations; classes found: {classes}.")
     xy = _spot_centres(adata, data, coordinate_system)
     points = gpd.GeoDataFrame({"row": np.arange(adata.n_obs)}, geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]))
     polys = polys.assign(area=polys.geometry.area)
@@ -287,14 +350,22 @@ def annotate_spots(
             "`coordinate_system=`."
         )
     best, n_overlap = _resolve_overlaps(hits, polys, points)
-    classes = list(pd.unique(polys[CLASS_COLUMN]))
     labels = np.full(adata.n_obs, outside if outside is not None else None, dtype=object)
     labels[best["row"].to_numpy()] = best[CLASS_COLUMN].to_numpy()
     categories = classes + ([outside] if outside is not None and outside not in classes else [])
     if copy:
         adata = adata.copy()
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
-    params = {"class_key": class_key, "outside": outside, "coordinate_system": coordinate_system}
+    adata.uns[f"{key_added}_colors"] = _category_colors(polys, categories, outside)
+    if cancer_classes is not None:
+        adata.obs[label_key] = np.isin(labels.astype(str), cancer_classes) & pd.notna(labels)
+    params = {
+        "class_key": class_key,
+        "outside": outside,
+        "coordinate_system": coordinate_system,
+        "cancer_classes": cancer_classes,
+        "label_key": label_key if cancer_classes is not None else None,
+    }
     adata.uns[key_added] = {
         "params": {k: v for k, v in params.items() if v is not None},
         "n_inside": len(best),

@@ -25,6 +25,7 @@ def evaluate(
     exclude_undetermined: bool = False,
     pathology_key: str = PATHOLOGY_KEY,
     table_key: str = TABLE_KEY,
+    groupby: str | Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Compare cancer scores with binary labels.
 
@@ -47,12 +48,30 @@ def evaluate(
         ``obs`` column with pathologist categories (used with ``exclude_undetermined``).
     table_key
         Table to use when ``data`` is a SpatialData.
+    groupby
+        Not accepted here: anything but ``None`` raises a :class:`TypeError` that points to
+        :func:`spacrd_sc.tl.evaluate_groups`, which reports scores and calls per group. The parameter exists only
+        to give that pointer instead of Python's bare "unexpected keyword" error. Why not delegate: ``evaluate``
+        returns a dict of label metrics for one set of spots and ``evaluate_groups`` a per-group DataFrame of call
+        shares that needs no label; a return type that changed with an option would break code written against
+        either (``evaluate(...)["auc"]``), and per-group AUCs are often undefined (a group of one class).
 
     Returns
     -------
     dict with ``auc`` (ROC-AUC), ``ap`` (average precision), ``f1`` (F1 of the calls), ``ks`` (two-sample
     Kolmogorov–Smirnov distance between the scores of cancer and non-cancer spots), ``n`` and ``n_cancer``.
+
+    Raises
+    ------
+    TypeError
+        ``groupby`` given (use :func:`spacrd_sc.tl.evaluate_groups`).
     """
+    if groupby is not None:
+        raise TypeError(
+            f"evaluate() does not split by groups (groupby={groupby!r}); use "
+            f"sc_crd.tl.evaluate_groups(data, {groupby!r}, score_key=..., call_key=...) for scores and calls per "
+            "group (a DataFrame), or evaluate() on a subset (adata[adata.obs[key] == value]) for one group's metrics."
+        )
     from scipy.stats import ks_2samp
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
