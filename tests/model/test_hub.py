@@ -1,0 +1,159 @@
+"""save_pretrained / from_pretrained / push_to_hub: the safe folder plus a model card, loaded from a folder or from
+the hub cache, and an upload that fails cleanly without network. No test reaches the real hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spacrd_sc.model import SpaCRD
+
+#: The her2st data's licence situation, as its README in the shared data folder states it.
+HER2ST_CARD = {
+    "training_data": "her2st sections A1, B1, C1, D1, E1, F1, G2, H1 (Andersson et al. 2021)",
+    "license": "other",
+    "license_name": "her2st-no-license-file",
+    "license_link": "https://github.com/almaan/her2st",
+    "license_note": "The her2st repository has no LICENSE file: public research data, cite the paper; confirm the "
+    "licence before redistributing.",
+    "image_backbone": "synthetic test features",
+    "metrics": {"auroc (train)": 0.97},
+    "tags": ["breast-cancer"],
+}
+
+
+def _scores(model, sec):
+    return model.predict_proba(sec["x_gene"], None if model.image_less else sec["x_image"], sec["neighbors"])
+
+
+@pytest.fixture
+def pretrained(fitted_image, tmp_path):
+    return fitted_image.save_pretrained(tmp_path / "model", card=HER2ST_CARD)
+
+
+def test_folder_round_trip_identical_scores(fitted_image, pretrained, target):
+    assert sorted(p.name for p in pretrained.iterdir()) == [
+        "README.md",
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+    ]
+    manifest = json.loads((pretrained / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"config.json", "model.safetensors"}  # the card is not verified
+    for arg in (pretrained, str(pretrained)):
+        loaded = SpaCRD.from_pretrained(arg, device="cpu")
+        np.testing.assert_array_equal(_scores(fitted_image, target), _scores(loaded, target))
+        assert loaded.genes == fitted_image.genes and loaded.history == fitted_image.history
+    assert SpaCRD.load(pretrained).is_fitted  # the same folder format as save()
+
+
+def test_card_contents(fitted_image, pretrained):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(pretrained / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "spacrd_sc"
+    assert data["license"] == "other" and data["license_name"] == "her2st-no-license-file"
+    assert {"spacrd_sc", "spatial-transcriptomics", "mode-both", "breast-cancer"} <= set(data["tags"])
+    text = card.text
+    for heading in ("## Model", "## Genes", "## Training", "## Metrics", "## Licence of the training data"):
+        assert heading in text
+    assert "## How to load" in text and "SpaCRD.from_pretrained" in text
+    assert f"{fitted_image.n_genes} genes" in text and ", ".join(fitted_image.genes[:20]) in text
+    assert "24 features per spot from the image backbone synthetic test features" in text
+    assert "| auroc (train) | 0.97 |" in text and "has no LICENSE file" in text
+    assert "her2st sections A1" in text and '"fusion_lr": 0.002' in text and "**fusion**: epochs 12" in text
+
+
+def test_card_of_image_less_model_without_details(fitted_expression, tmp_path):
+    folder = fitted_expression.save_pretrained(tmp_path / "m")
+    text = (folder / "README.md").read_text()
+    assert "license: unknown" in text and "image-less model" in text and "None recorded" in text
+    assert "Training data: not recorded" in text
+
+
+def test_edited_card_still_loads_but_not_edited_config(pretrained):
+    with open(pretrained / "README.md", "a") as fh:
+        fh.write("\nEdited on the hub.\n")
+    assert SpaCRD.from_pretrained(pretrained).is_fitted
+    (pretrained / "config.json").write_text((pretrained / "config.json").read_text() + " ")
+    with pytest.raises(ValueError, match="config.json .* does not match manifest.json"):
+        SpaCRD.from_pretrained(pretrained)
+
+
+def test_overwrite_and_refusals(fitted_image, pretrained):
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        fitted_image.save_pretrained(pretrained)
+    fitted_image.save_pretrained(pretrained, overwrite=True, card={"license": "cc-by-4.0"})
+    assert "license: cc-by-4.0" in (pretrained / "README.md").read_text()
+    fitted_image.save(pretrained, overwrite=True)  # save() replaces a folder with a card: no card after
+    assert not (pretrained / "README.md").exists()
+    with pytest.raises(ValueError, match="unknown entries \\['licence'\\]"):
+        fitted_image.save_pretrained(pretrained.parent / "x", card={"licence": "mit"})
+    with pytest.raises(ValueError, match="license_name"):
+        fitted_image.save_pretrained(pretrained.parent / "x", card={"license": "other"})
+    assert not (pretrained.parent / "x").exists()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SpaCRD.from_pretrained(str(pretrained.parent / "missing"))
+    with pytest.raises(ValueError, match="revision"):
+        SpaCRD.from_pretrained(pretrained, revision="main")
+
+
+def test_hub_id_offline_from_cache_or_clear_error(pretrained, tmp_path):
+    """With HF_HUB_OFFLINE=1 (read when huggingface_hub is imported, so in a fresh process): a hub id in the cache
+    loads through snapshot_download; one that is not cached names the id and the fix."""
+    cache = tmp_path / "hub"
+    commit = "0" * 40
+    repo = cache / "models--someone--spacrd-her2st"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(pretrained, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = textwrap.dedent(
+        f"""
+        from spacrd_sc.model import SpaCRD
+        m = SpaCRD.from_pretrained("someone/spacrd-her2st", cache_dir={str(cache)!r}, device="cpu")
+        print("LOADED", m.is_fitted, m.n_genes)
+        try:
+            SpaCRD.from_pretrained("someone/not-cached", cache_dir={str(cache)!r})
+        except FileNotFoundError as err:
+            print("ERROR", err)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED True 60" in out.stdout
+    error = out.stdout.split("ERROR", 1)[1]
+    assert "'someone/not-cached'" in error and "HF_HUB_OFFLINE is set" in error
+    assert "unset HF_HUB_OFFLINE" in error and str(cache) in error
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_push_to_hub_unreachable_endpoint_fails_cleanly(fitted_image, tmp_path, monkeypatch):
+    """The real HfApi against a local port nobody listens on: one wrapped error at create_repo, before any upload,
+    and no temporary folder left behind."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(ConnectionError, match="'someone/spacrd-her2st' at http://127.0.0.1:.* failed at create_repo"):
+        fitted_image.push_to_hub("someone/spacrd-her2st", token="hf_test", endpoint=endpoint)
+    assert list(Path(tmp_path).iterdir()) == []
+    with pytest.raises(ValueError, match="owner/name"):
+        fitted_image.push_to_hub("no-owner", endpoint=endpoint)
