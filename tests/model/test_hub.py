@@ -157,3 +157,92 @@ def test_push_to_hub_unreachable_endpoint_fails_cleanly(fitted_image, tmp_path, 
     assert list(Path(tmp_path).iterdir()) == []
     with pytest.raises(ValueError, match="owner/name"):
         fitted_image.push_to_hub("no-owner", endpoint=endpoint)
+
+
+class _HubStandIn:
+    """A tiny in-process HTTP server answering the hub endpoints ``HfApi.create_repo`` and ``HfApi.upload_folder``
+    call (repository creation, the README's front-matter check, pre-upload — every file "regular", i.e. sent
+    inline — and the commit), keeping the files of each commit; any other request gets a 404, so a change of
+    the client's protocol fails this test instead of passing unseen. huggingface_hub's own client does the talking."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.commits: list[dict] = []
+        self.paths: list[str] = []
+        self.validated: list[str] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _json(self, obj, code=200):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stand_in.paths.append(self.path)
+                url = f"http://127.0.0.1:{self.server.server_port}"
+                if self.path == "/api/repos/create":
+                    request = json.loads(body)
+                    return self._json({"url": f"{url}/{request['organization']}/{request['name']}"})
+                if self.path == "/api/validate-yaml":  # the hub checks a README's front matter before a commit
+                    stand_in.validated.append(json.loads(body)["content"])
+                    return self._json({"errors": [], "warnings": []})
+                if "/preupload/" in self.path:
+                    files = json.loads(body)["files"]
+                    modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                    return self._json({"files": modes})
+                if "/commit/" in self.path:
+                    lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                    stand_in.commits.append(lines)
+                    repo = self.path.split("/api/models/")[1].split("/commit/")[0]
+                    return self._json({"commitUrl": f"{url}/{repo}/commit/{'a' * 40}", "commitOid": "a" * 40})
+                return self._json({"error": "not served"}, 404)
+
+            def do_GET(self):  # noqa: N802
+                stand_in.paths.append(self.path)
+                self._json({"error": "not served"}, 404)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_push_to_hub_uploads_the_saved_folder(fitted_image, target, tmp_path):
+    """What push_to_hub sends through huggingface_hub's client is the save_pretrained folder: the same four files,
+    which load into a model with identical scores."""
+    import base64
+
+    hub = _HubStandIn()
+    try:
+        url = fitted_image.push_to_hub(
+            "someone/spacrd-her2st", token="hf_test", endpoint=hub.endpoint, card=HER2ST_CARD, commit_message="v1"
+        )
+    finally:
+        hub.close()
+    assert url == f"{hub.endpoint}/someone/spacrd-her2st/commit/{'a' * 40}"
+    assert hub.paths[0] == "/api/repos/create"
+    (commit,) = hub.commits
+    assert commit[0] == {"key": "header", "value": {"summary": "v1", "description": ""}}
+    files = {e["value"]["path"]: base64.b64decode(e["value"]["content"]) for e in commit if e["key"] == "file"}
+    assert sorted(files) == ["README.md", "config.json", "manifest.json", "model.safetensors"]
+    received = tmp_path / "received"
+    received.mkdir()
+    for name, data in files.items():
+        (received / name).write_bytes(data)
+    assert "license_name: her2st-no-license-file" in (received / "README.md").read_text()
+    assert hub.validated == [(received / "README.md").read_text()]
+    loaded = SpaCRD.from_pretrained(received, device="cpu")
+    np.testing.assert_array_equal(_scores(fitted_image, target), _scores(loaded, target))

@@ -148,7 +148,7 @@ def card_text(model: Any, card: Mapping[str, Any] | None = None) -> str:
         "",
         "## Licence of the training data",
         "",
-        *licence,
+        "\n\n".join(licence),
         "",
         "## How to load",
         "",
@@ -163,6 +163,20 @@ def card_text(model: Any, card: Mapping[str, Any] | None = None) -> str:
         "",
     ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)))
+
+
+_HTTP_LIBRARIES = ("httpx", "httpcore", "requests", "urllib3")
+
+
+def _is_network_error(err: BaseException) -> bool:
+    """True for what the hub client raises when the hub cannot be reached or refuses a request: its HTTP errors,
+    ``OSError``, and the errors of the HTTP library under it (httpx from huggingface_hub 1.0, requests before;
+    matched by module so that renamed or vendored copies count too). Anything else is a bug, not wrapped."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(err, HfHubHTTPError | OSError):
+        return True
+    return any(c.__module__.split(".")[0].startswith(_HTTP_LIBRARIES) for c in type(err).__mro__)
 
 
 # --------------------------------------------------------------------------------------------------- methods
@@ -282,7 +296,9 @@ def _download(repo_id: str, *, revision: str | None, token: str | bool | None, c
             f"Face cache ({cache}) and {why}. Download it once with network access (unset HF_HUB_OFFLINE), or copy "
             "the model folder here and pass its path."
         ) from err
-    except Exception as err:  # noqa: BLE001 - the hub's HTTP errors: no such repository, no access, ...
+    except Exception as err:
+        if not _is_network_error(err):  # the hub's HTTP errors (no such repository, no access, ...) are wrapped
+            raise
         raise FileNotFoundError(
             f"SpaCRD model {repo_id!r} could not be downloaded from the hub ({type(err).__name__}: {err}). Check the "
             "id and revision, and pass token= (or log in with `huggingface-cli login`) for a private repository."
@@ -344,7 +360,9 @@ def push_to_hub(
             api.create_repo(repo_id, private=private, exist_ok=True)
             step = "upload_folder"
             info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
-        except Exception as err:  # noqa: BLE001 - connection and HTTP errors of the hub client, one wrapped error
+        except Exception as err:
+            if not _is_network_error(err):
+                raise
             raise ConnectionError(
                 f"Pushing the SpaCRD model to {repo_id!r} at {api.endpoint} failed at {step} "
                 f"({type(err).__name__}: {err}). Check the network, the repository id and that the token may write "
