@@ -104,8 +104,21 @@ def test_overwrite_and_refusals(fitted_image, pretrained):
     assert not (pretrained.parent / "x").exists()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SpaCRD.from_pretrained(str(pretrained.parent / "missing"))
+    with pytest.raises(ValueError, match="neither an existing folder nor a valid hub id"):
+        SpaCRD.from_pretrained("not a/valid id!")
     with pytest.raises(ValueError, match="revision"):
         SpaCRD.from_pretrained(pretrained, revision="main")
+
+
+def test_overwrite_spares_a_readme_that_is_not_a_model_card(fitted_image, tmp_path):
+    for other in ({"README.md": "# my project"}, {"README.md": "---\n---\n", "config.json": '{"model_type": "bert"}'}):
+        folder = tmp_path / str(len(other))
+        folder.mkdir()
+        for name, text in other.items():
+            (folder / name).write_text(text)
+        with pytest.raises(FileExistsError, match="not part of a saved SpaCRD model|another tool wrote"):
+            fitted_image.save_pretrained(folder, overwrite=True)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(other)
 
 
 def test_hub_id_offline_from_cache_or_clear_error(pretrained, tmp_path):

@@ -122,6 +122,8 @@ def check_target(path: Path, overwrite: bool) -> None:
             f"Directory {str(path)!r} exists and is not empty; pass overwrite=True to replace the model in it."
         )
     foreign = [e.name for e in entries if e.name not in MODEL_FILES or not e.is_file()]
+    if (path / CARD_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+        foreign.append(CARD_FILE)  # a README.md alone is someone's document, not a model card
     if foreign:
         raise FileExistsError(
             f"Directory {str(path)!r} holds {', '.join(repr(f) for f in foreign[:5])}"
