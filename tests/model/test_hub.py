@@ -3,6 +3,7 @@ the hub cache, and an upload that fails cleanly without network. No test reaches
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -128,7 +129,12 @@ def test_hub_id_offline_from_cache_or_clear_error(pretrained, tmp_path):
     commit = "0" * 40
     repo = cache / "models--someone--spacrd-her2st"
     snapshot = repo / "snapshots" / commit
-    shutil.copytree(pretrained, snapshot)
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in pretrained.iterdir():  # the hub cache's layout: files in blobs/, linked from the snapshot
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, blob)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     code = textwrap.dedent(
