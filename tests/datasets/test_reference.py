@@ -41,6 +41,8 @@ def test_her2st_model_restricted_and_cached(data_dir, panel_target, tmp_path, ca
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert model.training_params["her2st_model"]["cache_dir"] == str(folder)
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    card = (folder / "README.md").read_text()  # the entry is a save_pretrained folder, with a model card
+    assert "license_name: her2st-data" in card and "no LICENSE file" in card and "Metrics" in card
 
     first = panel_target.copy()
     sc_crd.tl.cancer_score(first, model, device="cpu")

@@ -39,6 +39,28 @@ def _cache_key(genes: Sequence[str] | None, seed: int, version: str, epochs: int
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _card(genes: Sequence[str] | None, epochs: int | None) -> dict[str, Any]:
+    """The model card details of a cache entry (:meth:`~spacrd_sc.SpaCRD.save_pretrained`); the measured accuracy
+    only for the configuration it was measured with (all genes, the default schedules)."""
+    card: dict[str, Any] = {
+        "description": "The ready her2st reference model of spacrd_sc (`spacrd_sc.datasets.her2st_model`).",
+        "training_data": f"her2st (Andersson et al. 2021, Nat Commun 12, 6012), the {len(LABELLED)} "
+        f"pathologist-annotated sections {', '.join(LABELLED)}; cancer = invasive cancer + cancer in situ.",
+        "license": "other",
+        "license_name": "her2st-data",
+        "license_link": "https://github.com/almaan/her2st",
+        "license_note": "The her2st repository has no LICENSE file; treat the data as public research data, cite the "
+        "paper, and confirm the licence before redistributing the data or this model.",
+        "tags": ["her2st", "breast-cancer"],
+    }
+    if genes is None and epochs is None:
+        card["metrics"] = {
+            "leave-one-section-out ROC-AUC, mean of 8 (benchmarks/results/her2st_nested.md)": 0.880,
+            "leave-one-section-out F1 at half_smooth, mean of 8": 0.785,
+        }
+    return card
+
+
 def _default_cache_dir() -> Path:
     import pooch
 
@@ -148,7 +170,8 @@ def her2st_model(
     """A SpaCRD model trained on the 8 labelled her2st sections, restricted to ``genes``; cached on disk.
 
     The first call per gene set trains (minutes on a laptop CPU); later calls load the saved model. Cache entries
-    are written atomically and verified file by file when loaded (:meth:`~spacrd_sc.SpaCRD.save`); a damaged entry
+    are written atomically with a model card (:meth:`~spacrd_sc.SpaCRD.save_pretrained`, ready for
+    :meth:`~spacrd_sc.SpaCRD.push_to_hub`) and verified file by file when loaded; a damaged entry
     (a file missing, added, truncated or changed) is trained again, with a logged warning.
 
     **Model card.**
@@ -254,7 +277,7 @@ def her2st_model(
     try:
         if damage is not None and os.path.lexists(folder):
             _remove_entry(folder)
-        model.save(folder, overwrite=True)
+        model.save_pretrained(folder, overwrite=True, card=_card(genes, epochs))
     except OSError as err:
         raise type(err)(f"Could not write the her2st model cache entry {str(folder)!r} ({err}). {fix}") from err
     return model

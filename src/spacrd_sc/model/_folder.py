@@ -27,8 +27,13 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "spacrd_sc.SpaCRD manifest"
+#: The model card (:mod:`._hub`): prose for people, never read when loading, so neither listed in the manifest nor
+#: verified. A card is meant to be edited (on the hub, too) without making the model unloadable.
+CARD_FILE = "README.md"
+#: Files a model folder may hold beside the manifest's: optional, not verified.
+EDITABLE_FILES = (CARD_FILE,)
 #: Every file a saved model folder may hold.
-MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE)
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, *EDITABLE_FILES)
 NOT_EDITABLE = "a saved model is not meant to be edited: restore the original file or save the model again"
 
 
@@ -117,6 +122,8 @@ def check_target(path: Path, overwrite: bool) -> None:
             f"Directory {str(path)!r} exists and is not empty; pass overwrite=True to replace the model in it."
         )
     foreign = [e.name for e in entries if e.name not in MODEL_FILES or not e.is_file()]
+    if (path / CARD_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+        foreign.append(CARD_FILE)  # a README.md alone is someone's document, not a model card
     if foreign:
         raise FileExistsError(
             f"Directory {str(path)!r} holds {', '.join(repr(f) for f in foreign[:5])}"
@@ -197,8 +204,10 @@ def _file_record(path: Path) -> dict[str, Any]:
 
 
 def write_manifest(folder: Path) -> None:
-    """Write ``manifest.json`` into ``folder``: sha256 and size of every other file there (call it last)."""
-    files = {p.name: _file_record(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
+    """Write ``manifest.json`` into ``folder``: sha256 and size of every other file there but the editable ones
+    (the model card), which the manifest does not cover (call it last)."""
+    skip = (MANIFEST_FILE, *EDITABLE_FILES)
+    files = {p.name: _file_record(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name not in skip}
     manifest = {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files}
     write_text(Path(folder) / MANIFEST_FILE, json.dumps(manifest, indent=1))
 
@@ -212,6 +221,7 @@ def verify_manifest(folder: Path) -> dict[str, str]:
         A file the manifest lists is missing (the message names it).
     ValueError
         The manifest is unreadable, a file was added, or a file's size or sha256 differs (the message names it).
+        A model card (``README.md``) is allowed and not checked.
     """
     where = folder / MANIFEST_FILE
     try:
@@ -236,7 +246,11 @@ def verify_manifest(folder: Path) -> dict[str, str]:
             f"{str(folder)!r} is not a complete SpaCRD model directory: missing {', '.join(sorted(missing))} "
             f"(listed in {MANIFEST_FILE})."
         )
-    extra = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST_FILE and p.name not in files)
+    extra = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name != MANIFEST_FILE and p.name not in files and not (p.name in EDITABLE_FILES and p.is_file())
+    )
     if extra:
         raise ValueError(
             f"{str(folder)!r} holds {', '.join(extra)}, not listed in its {MANIFEST_FILE}: files were added "

@@ -8,7 +8,10 @@
     preprocessing record, training configuration (a folder without ``training_config``, written before it
     existed, loads with the defaults), history and state, the weights' sha256 and their names and shapes;
 ``<dir>/manifest.json`` (format 2 on)
-    sha256 and size of every other file of the folder, written last.
+    sha256 and size of every other file of the folder, written last;
+``<dir>/README.md`` (optional)
+    a model card (:meth:`SpaCRD.save_pretrained`): prose, never read when loading, so not in the manifest and
+    free to edit.
 
 Saving is atomic: everything is written into a hidden sibling folder (same parent, so a rename moves it), which
 then takes the place of ``<dir>``; an existing model folder is renamed aside first and deleted only once the new
@@ -32,6 +35,7 @@ import torch
 from .. import __version__
 from .._logging import logger
 from ._folder import (
+    CARD_FILE,
     CONFIG_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -54,11 +58,17 @@ from ._folder import (
 
 # ---------------------------------------------------------------------------------------------- write and read
 def write_model_dir(
-    path: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict[str, Any], *, overwrite: bool
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    overwrite: bool,
+    card: str | None = None,
 ) -> Path:
     """Write ``state`` and ``meta`` as a model folder at ``path``, atomically (see the module docstring).
 
-    ``path`` may not exist, be empty, or (with ``overwrite``) hold a saved model and nothing else.
+    ``path`` may not exist, be empty, or (with ``overwrite``) hold a saved model and nothing else. ``card``: the
+    text of a model card, written as ``README.md`` in the same atomic swap (not listed in the manifest).
     """
     if isinstance(overwrite, str) or overwrite not in (True, False):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}.")
@@ -76,6 +86,8 @@ def write_model_dir(
         meta["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
         meta["weights"] = {k: list(v.shape) for k, v in tensors.items()}
         write_text(tmp / CONFIG_FILE, json_text(meta))
+        if card is not None:
+            write_text(tmp / CARD_FILE, card)
         write_manifest(tmp)
         fsync(tmp)
         swap_into_place(tmp, path)
@@ -211,8 +223,9 @@ def _load_state(model: Any, tensors: dict[str, torch.Tensor]) -> None:
         net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
 
 
-def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`)."""
+def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool, card: str | None = None) -> Path:
+    """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`; ``card``:
+    a model card's text, see :func:`write_model_dir`)."""
     meta = {
         "config": model.config,
         "preprocessing": model.preprocessing,
@@ -223,7 +236,7 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
         "training_config": model.training_config.to_dict(),
         "history": model.history,
     }
-    out = write_model_dir(path, _state(model), meta, overwrite=overwrite)
+    out = write_model_dir(path, _state(model), meta, overwrite=overwrite, card=card)
     logger.info("SpaCRD saved to %s.", out)
     return out
 

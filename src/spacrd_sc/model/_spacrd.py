@@ -12,7 +12,7 @@ import torch
 
 from .._logging import logger
 from .._utils import _resolve_device
-from . import _io
+from . import _hub, _io
 from ._config import DEFAULT_PREDICT_BATCH_SIZE, ModelConfig, TrainingConfig, _check_int, json_record
 from ._data import check_inputs, check_loop_args, resolve_fused_epochs
 from ._loops import Trained, build_net, infer, run_alignment, run_fusion
@@ -436,3 +436,8 @@ class SpaCRD:
             not match the saved configuration.
         """
         return _io.load_model(cls, path, device=_resolve_device(device))
+
+    # the hub (bodies and docstrings in _hub.py): the folder of save() plus a model card
+    save_pretrained = _hub.save_pretrained
+    from_pretrained = classmethod(_hub.from_pretrained)
+    push_to_hub = _hub.push_to_hub
