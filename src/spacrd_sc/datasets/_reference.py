@@ -55,8 +55,8 @@ def _card(genes: Sequence[str] | None, epochs: int | None) -> dict[str, Any]:
     }
     if genes is None and epochs is None:
         card["metrics"] = {
-            "leave-one-section-out ROC-AUC, mean of 8 (benchmarks/results/her2st_nested.md)": 0.880,
-            "leave-one-section-out F1 at half_smooth, mean of 8": 0.785,
+            "leave-one-section-out ROC-AUC, mean of 8 (benchmarks/results/her2st_loo.md)": 0.879,
+            "leave-one-section-out F1 at half_smooth, mean of 8": 0.777,
         }
     return card
 
@@ -186,10 +186,9 @@ def her2st_model(
       (5 alignment epochs, lr 1e-3; 8 fusion epochs, lr 5e-4; 256 gene PCs; a seed ensemble of 3 networks
       from seeds ``seed``, ``seed + 1``, ``seed + 2``).
     * *Expected accuracy*: leave-one-section-out on the 8 sections with this configuration (all genes;
-      benchmarks/results/her2st_nested.md, one ensemble: outer models of seeds 0–2): mean ROC-AUC 0.880; F1 at
-      the default label-free rule ``half_smooth`` 0.785. Tumour-dominated sections are still under-called
-      (F1 71 % called vs 84 % labelled, C1 47 % vs 72 %; A1 81 % vs 88 %) and tumour-poor ones over-called
-      (H1 47 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
+      benchmarks/results/her2st_loo.md, two 3-network ensembles): mean ROC-AUC 0.879; F1 at the default
+      label-free rule ``half_smooth`` 0.777. Tumour-dominated sections are still under-called (F1 70 % called vs
+      84 % labelled, C1 43 % vs 72 %; A1 78 % vs 88 %) and tumour-poor ones over-called (H1 46 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
       not measured here.
     * *Limits*: trained on one platform (legacy ST), one tissue (HER2+ breast cancer) and 8 patients.
       **Cross-platform accuracy (Visium, Visium HD, Xenium targets) is not validated here**; check the scores
