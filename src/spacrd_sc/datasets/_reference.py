@@ -188,8 +188,8 @@ def her2st_model(
     * *Expected accuracy*: leave-one-section-out on the 8 sections with this configuration (all genes;
       benchmarks/results/her2st_loo.md, two 3-network ensembles): mean ROC-AUC 0.879; F1 at the default
       label-free rule ``half_smooth`` 0.777. Tumour-dominated sections are still under-called (F1 70 % called vs
-      84 % labelled, C1 43 % vs 72 %; A1 78 % vs 88 %) and tumour-poor ones over-called (H1 46 % vs 31 %). A restricted gene set (e.g. a Xenium panel) changes these numbers and is
-      not measured here.
+      84 % labelled, C1 43 % vs 72 %; A1 78 % vs 88 %) and tumour-poor ones over-called (H1 46 % vs 31 %).
+      A restricted gene set (e.g. a Xenium panel) changes these numbers and is not measured here.
     * *Limits*: trained on one platform (legacy ST), one tissue (HER2+ breast cancer) and 8 patients.
       **Cross-platform accuracy (Visium, Visium HD, Xenium targets) is not validated here**; check the scores
       against annotations of a few of your sections before relying on them.
