@@ -197,3 +197,20 @@ def test_her2st_shapes_element_beside_the_he_and_read_back_by_name(her2st_loader
     sc_crd.pp.annotate_spots(back, "spacrd_regions", key_added="back", outside="non-tumour")
     got = back.tables["table"].obs
     assert (got["back"].astype(str) == got["spacrd_region"].astype(str)).mean() >= 0.99
+
+
+def test_no_tumour_region_warns_and_writes_nothing(caplog):
+    """Nothing called: an empty GeoDataFrame for an AnnData; for a SpatialData no (empty) shapes element, a warning."""
+    import logging
+
+    import spatialdata as sd
+    from spatialdata.models import TableModel
+
+    a = _grid(np.zeros((6, 6), bool))
+    sc_crd.tl.tumour_regions(a)
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        gdf = sc_crd.tl.region_shapes(a)
+    assert gdf.empty and "No tumour region" in caplog.text
+    sdata = sd.SpatialData(tables={"table": TableModel.parse(a)})
+    assert sc_crd.tl.region_shapes(sdata) is None
+    assert "spacrd_regions" not in sdata.shapes

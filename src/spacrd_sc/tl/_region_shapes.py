@@ -149,7 +149,8 @@ def region_shapes(
     parts; holes kept), in the frame of ``obsm['spatial']`` (the H&E's full-resolution pixels, coordinate
     system ``"global"``, for the :mod:`spacrd_sc.io` readers). For an AnnData it is returned; for a
     SpatialData it is written as ``sdata.shapes[key_added]`` (identity transformation to ``"global"``) and
-    ``None`` is returned.
+    ``None`` is returned. Where no spot is in a tumour region the frame is empty and, for a SpatialData, no
+    element is written (spatialdata holds no empty shapes element); a warning says so.
 
     Notes
     -----
@@ -217,8 +218,15 @@ def region_shapes(
     gdf = gpd.GeoDataFrame(pd.DataFrame(rows, columns=columns), geometry="geometry")
     gdf["region"] = gdf["region"].astype(np.int64)
     gdf["n_spots"] = gdf["n_spots"].astype(np.int64)
+    if gdf.empty:  # a valid answer (nothing called), but spatialdata holds no empty shapes element
+        logger.warning(
+            "No tumour region in obs[%r]: no polygons%s.",
+            region_key,
+            f"; sdata.shapes[{key_added!r}] is not written" if isinstance(data, SpatialData) else "",
+        )
+        return None if isinstance(data, SpatialData) else gdf
     gdf = ShapesModel.parse(gdf, transformations={GLOBAL_CS: Identity()})
-    logger.info("%d region polygons (%s).", len(gdf), dict(gdf["class"].value_counts()) if len(gdf) else {})
+    logger.info("%d region polygons (%s).", len(gdf), dict(gdf["class"].value_counts()))
     if isinstance(data, SpatialData):
         data.shapes[key_added] = gdf
         return None
