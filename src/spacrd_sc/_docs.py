@@ -48,6 +48,13 @@ copy
     "library_key": """\
 library_key
     ``obs`` column naming each spot's section (several concatenated sections); ``None`` for one section.""",
+    "ax_show_save": """\
+ax
+    Axes to draw into; a new figure when ``None``.
+show
+    Show the figure; default: show unless ``save`` is given. With ``show=False`` the axes are returned.
+save
+    Path to write the figure to.""",
     "neighbors_key": """\
 neighbors_key
     Prefix of the squidpy spatial graph ``obsp[f"{neighbors_key}_connectivities"]``.""",

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import _validate
 from .._constants import PATHOLOGY_KEY, TABLE_KEY, Key
+from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table
 
@@ -37,6 +38,7 @@ def _finish(ax: Axes, show: bool | None, save: str | Path | None) -> Axes | None
     return ax
 
 
+@inject_docs
 def score_distribution(
     data: AnnData | SpatialData,
     *,
@@ -76,14 +78,8 @@ def score_distribution(
         Order of the categories; default: the column's category order.
     bins
         Number of bins for ``kind="hist"``.
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; default: show unless ``save`` is given. With ``show=False`` the axes are returned.
-    save
-        Path to write the figure to.
-    table_key
-        Table to use when ``data`` is a SpatialData.
+    {ax_show_save}
+    {table_key}
 
     Returns
     -------
@@ -196,6 +192,7 @@ def _call_title(adata: AnnData, score_key: str, call_key: str | None, called: np
     return "\n".join(lines)
 
 
+@inject_docs
 def score_map(
     data: AnnData | SpatialData,
     *,
@@ -247,14 +244,8 @@ def score_map(
         Edge colour and line width of the called spots' outline.
     title
         Title; default: the score key, the call rule with its threshold and the share of spots called.
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; default: show unless ``save`` is given. With ``show=False`` the axes are returned.
-    save
-        Path to write the figure to.
-    table_key
-        Table to use when ``data`` is a SpatialData.
+    {ax_show_save}
+    {table_key}
 
     Returns
     -------
@@ -314,6 +305,7 @@ def score_map(
     return _finish(ax, show, save)
 
 
+@inject_docs
 def training_history(
     model: SpaCRD,
     *,
@@ -333,12 +325,7 @@ def training_history(
         Which losses to draw; default: all recorded.
     log_scale
         Logarithmic y axis.
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; default: show unless ``save`` is given. With ``show=False`` the axes are returned.
-    save
-        Path to write the figure to.
+    {ax_show_save}
 
     Returns
     -------
