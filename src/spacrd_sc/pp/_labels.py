@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _validate
-from .._constants import CLASS_COLOR_COLUMN, CLASS_COLUMN, LABEL_KEY, SPATIAL_KEY, TABLE_KEY
+from .._constants import CLASS_COLOR_COLUMN, CLASS_COLUMN, LABEL_KEY, TABLE_KEY
 from .._docs import inject_docs
 from .._geometry import _check_finite_xy, _checked_polygons
 from .._logging import logger
@@ -205,11 +205,7 @@ def _spot_centres(adata: AnnData, data: AnnData | SpatialData, coordinate_system
     from spatialdata.transformations import get_transformation
 
     if coordinate_system is None:
-        if SPATIAL_KEY not in adata.obsm:
-            raise KeyError("adata.obsm['spatial'] (spot centres) is missing.")
-        xy = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2]
-        _check_finite_xy(xy, "spot centres in obsm['spatial']", list(adata.obs_names))
-        return xy
+        return _validate.coordinates(adata)  # (n, 2) float64, present and finite
     if not isinstance(data, SpatialData):
         raise ValueError("coordinate_system= needs a SpatialData (an AnnData has only obsm['spatial']).")
     attrs = adata.uns.get("spatialdata_attrs", {})
