@@ -53,6 +53,19 @@ def check_removed(d: Mapping[str, Any], removed: Mapping[str, Any], what: str) -
     return {k: v for k, v in d.items() if k not in removed}
 
 
+def _saved_entries(cls: type, d: Any, removed: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The entries of a saved ``what`` config (``"model"`` / ``"training"``) for ``cls``: a mapping, without the
+    removed options that are off (one that is on is refused by :func:`check_removed`), and no unknown entry."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"A {what} config must be a mapping, got {type(d).__name__}.")
+    d = check_removed(d, removed, f"saved {what} config")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"Unknown {what} config entries {unknown}; known: {sorted(known)}.")
+    return d
+
+
 def _positive_int_or_none(value: Any, name: str) -> int | None:
     if value is None:
         return None
@@ -239,13 +252,7 @@ class ModelConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
         """Inverse of :meth:`to_dict`; also reads configs saved before ``n_pcs`` existed (genes fed directly) and
         before ``n_members`` existed (one network), and those that name a removed option switched off."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"A model config must be a mapping, got {type(d).__name__}.")
-        d = check_removed(d, REMOVED_MODEL_OPTIONS, "saved model config")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown model config entries {unknown}; known: {sorted(known)}.")
+        d = _saved_entries(cls, d, REMOVED_MODEL_OPTIONS, "model")
         if "genes" not in d:
             raise ValueError("The model config has no 'genes' entry.")
         return cls(**{"n_pcs": None, "n_members": 1, **d})
@@ -379,11 +386,5 @@ class TrainingConfig:
         """Inverse of :meth:`to_dict`; ``None`` (a model saved before this entry existed) gives the defaults."""
         if d is None:
             return cls()
-        if not isinstance(d, Mapping):
-            raise ValueError(f"A training config must be a mapping, got {type(d).__name__}.")
-        d = check_removed(d, REMOVED_TRAINING_OPTIONS, "saved training config")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown training config entries {unknown}; known: {sorted(known)}.")
+        d = _saved_entries(cls, d, REMOVED_TRAINING_OPTIONS, "training")
         return cls(**d)
