@@ -454,6 +454,8 @@ def _read_stream(
     bins = _read_bin_positions(positions_file, barcodes, matrix_file)
     del barcodes
     keep, square, rows, cols, n, centres = _squares_of(bins, k, positions_file, matrix_file, src_um)
+    n_assigned = int(keep.sum())
+    del bins, keep  # the per-bin positions and names: only the square of each bin is needed below
     X, kept, dropped = _stream_counts(
         matrix_file,
         square,
@@ -463,7 +465,7 @@ def _read_stream(
         chunk=_CHUNK_BINS,
         progress_bar=progress_bar,
     )
-    stats = _stats(n_barcodes, int(keep.sum()), kept, dropped)
+    stats = _stats(n_barcodes, n_assigned, kept, dropped)
     return X, var, rows, cols, n, centres, stats
 
 
@@ -676,7 +678,7 @@ def visium_hd(
     # spatialdata-io finds '<dataset_id>_feature_slice.h5' by its dataset_id, which also names the elements
     dataset_id = file_prefix or library_id
     stream = not keep_source and set(kwargs) <= _STREAM_KWARGS
-    if fullres is None and stream:
+    if fullres is None:  # where spatialdata-io looks for the microscope image
         found = (
             sorted(f for f in (path / "microscope_image").iterdir() if f.is_file())
             if (path / "microscope_image").is_dir()
@@ -695,9 +697,6 @@ def visium_hd(
         sdata, agg_parts = _read_in_memory(
             path, matrix_file, positions_file, k, src_um, dataset_id, keep_source=keep_source, **kwargs
         )
-        if fullres is None and (path / "microscope_image").is_dir():
-            found = sorted(f for f in (path / "microscope_image").iterdir() if f.is_file())
-            fullres = found[0] if found else None
         _lazy_fullres(sdata, f"{dataset_id}_full_image", fullres)
     X, var, rows, cols, n, centres, stats = agg_parts
     side_px = k * src_side_px
