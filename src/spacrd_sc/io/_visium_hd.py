@@ -180,17 +180,17 @@ def _arrow_bytes(arr: np.ndarray) -> Any:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-class _LazyNames(Sequence):
-    """Barcodes ``column[index[i]]`` decoded on access (error messages name a few of millions of bins)."""
+class _DecodedNames(Sequence):
+    """h5py barcodes (bytes) decoded on access: error messages name a few of millions of bins."""
 
-    def __init__(self, column: Any, index: np.ndarray) -> None:
-        self.column, self.index = column, index
+    def __init__(self, barcodes: np.ndarray) -> None:
+        self.barcodes = barcodes
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.barcodes)
 
     def __getitem__(self, i: Any) -> Any:
-        return self.column[int(self.index[i])].as_py()
+        return self.barcodes[i].decode(errors="replace")
 
 
 @dataclass
@@ -205,14 +205,16 @@ class _Bins:
 
 
 def _read_bin_positions(file: Path, barcodes: np.ndarray, matrix_file: Path) -> _Bins:
-    """Positions of the matrix's ``barcodes`` (h5py bytes) from ``tissue_positions.parquet``, matched in Arrow."""
+    """Positions of the matrix's ``barcodes`` (h5py bytes) from ``tissue_positions.parquet``.
+
+    Only the six columns are read; barcodes are matched by one Arrow hash lookup (no Python strings).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(file, columns=list(_HD_POSITION_COLUMNS))
-    known = table.column("barcode").cast(pa.binary())
-    found = pc.index_in(_arrow_bytes(barcodes), value_set=known)
+    found = pc.index_in(_arrow_bytes(barcodes), value_set=table.column("barcode").cast(pa.binary()))
     if found.null_count:
         missing = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
         shown = ", ".join(barcodes[i].decode(errors="replace") for i in missing[:5])
@@ -220,22 +222,26 @@ def _read_bin_positions(file: Path, barcodes: np.ndarray, matrix_file: Path) -> 
             f"{found.null_count} of {len(barcodes)} barcodes of {str(matrix_file)!r} are not in {str(file)!r} "
             f"(e.g. {shown})."
         )
-    index = found.to_numpy(zero_copy_only=False).astype(np.int64)
+    index = found.to_numpy().astype(np.int64)
     del found
 
-    def column(name: str, dtype: Any) -> np.ndarray:
+    out: dict[str, np.ndarray] = {}
+    for name in _HD_POSITION_COLUMNS[1:]:
         col = table.column(name)
-        if col.null_count and np.dtype(dtype).kind != "f":  # missing pixel centres: NaN, refused below
+        if name.startswith("pxl"):  # missing pixel centres: NaN, refused with the non-finite ones
+            out[name] = col.to_numpy().astype(np.float64, copy=False)[index]
+            continue
+        if col.null_count:
             raise ValueError(f"Bin positions file {str(file)!r} has {col.null_count} missing values in {name!r}.")
-        return col.to_numpy().astype(dtype, copy=False)[index]
-
-    xy = np.column_stack([column("pxl_col_in_fullres", np.float64), column("pxl_row_in_fullres", np.float64)])
+        out[name] = col.to_numpy()[index]
+    del table
+    pa.default_memory_pool().release_unused()  # the table and the hash table: give the pages back
     return _Bins(
-        row=column("array_row", np.int64),
-        col=column("array_col", np.int64),
-        xy=xy,
-        in_tissue=column("in_tissue", np.int64) == 1,
-        names=_LazyNames(table.column("barcode"), index),
+        row=out["array_row"].astype(np.int64, copy=False),
+        col=out["array_col"].astype(np.int64, copy=False),
+        xy=np.column_stack([out["pxl_col_in_fullres"], out["pxl_row_in_fullres"]]),
+        in_tissue=out["in_tissue"] == 1,
+        names=_DecodedNames(barcodes),
     )
 
 
@@ -452,10 +458,9 @@ def _read_stream(
         matrix_file,
     )
     bins = _read_bin_positions(positions_file, barcodes, matrix_file)
-    del barcodes
     keep, square, rows, cols, n, centres = _squares_of(bins, k, positions_file, matrix_file, src_um)
     n_assigned = int(keep.sum())
-    del bins, keep  # the per-bin positions and names: only the square of each bin is needed below
+    del bins, keep, barcodes  # per-bin positions and names: only the square of each bin is needed below
     X, kept, dropped = _stream_counts(
         matrix_file,
         square,
