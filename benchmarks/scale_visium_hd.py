@@ -7,8 +7,9 @@ never the whole matrix in memory): a ``side x side`` grid of bins rotated by 2°
 holding 60 % of the bins (in the filtered matrix), ~5 UMIs per in-tissue bin (Poisson) spread over 18 000
 genes with a Zipf-like gene distribution, barcodes sorted as Space Ranger writes them, small hires / lowres
 PNGs and no microscope image. Then a fresh Python process runs ``sc_crd.io.visium_hd(path, bin_size_um=55)``
-and reports the wall time of that call and its own peak resident set size (``ru_maxrss``: the whole process,
-imports included). Folders are deleted after each size.
+and reports the wall time of that call (after importing spacrd_sc, spatialdata, h5py and pyarrow, timed
+apart) and its own peak resident set size (``ru_maxrss``: the whole process, imports included). Folders are
+deleted after each size.
 
     nice python benchmarks/scale_visium_hd.py                     # sides 800 1600 2400 3250
     nice python benchmarks/scale_visium_hd.py --sides 400 800     # quick
@@ -40,13 +41,17 @@ ROWS_PER_GROUP = 100  # grid rows per Parquet row group / per HDF5 append
 
 CHILD = """
 import json, resource, sys, time
+t0 = time.perf_counter()
+import h5py, pyarrow.parquet, spatialdata  # the reader's first-use imports, timed apart
 import spacrd_sc as sc_crd
+t_import = time.perf_counter() - t0
 t0 = time.perf_counter()
 sdata = sc_crd.io.visium_hd(sys.argv[1], bin_size_um=55, progress_bar=False)
 dt = time.perf_counter() - t0
 t = sdata.tables["table"]
 meta = next(iter(t.uns["spatial"].values()))["metadata"]
-print(json.dumps({"read_s": dt, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"read_s": dt, "import_s": t_import,
+                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "n_spots": t.n_obs, "counts": float(t.X.sum(dtype="float64")),
                   "n_bins_assigned": meta["n_bins_assigned"], "source_bin_um": meta["source_bin_um"]}))
 """
@@ -194,35 +199,66 @@ def main() -> None:
                 flush=True,
             )
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report(rows, args.sides))
+    print(f"wrote {args.out}")
+
+
+def report(rows: list[dict], sides: list[int]) -> str:
+    """The result file: table, growth exponents, reading."""
     head = (
-        "| grid (bins) | in-tissue bins | UMIs | pseudo-spots (56 µm) | outs on disk (GiB) | read + aggregate (s) "
-        "| peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|\n"
+        "| grid (bins) | in-tissue bins | UMIs | pseudo-spots (56 µm) | outs on disk (GiB) | imports (s) "
+        "| read + aggregate (s) | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     body = "".join(
         f"| {r['side']} x {r['side']} | {r['n_bins']:,} | {r['umis']:,} | {r['n_spots']:,} | {r['outs_gib']:.2f} "
-        f"| {r['read_s']:.1f} | {r['maxrss_mib']:.0f} |\n"
+        f"| {r['import_s']:.1f} | {r['read_s']:.1f} | {r['maxrss_mib']:.0f} |\n"
         for r in rows
     )
     machine = f"{platform.machine()}, Python {platform.python_version()}, {_dt.date.today().isoformat()}"
     text = (
         "# Visium HD reader at scale (2 µm bins → 56 µm pseudo-spots)\n\n"
-        f"`nice python benchmarks/scale_visium_hd.py --sides {' '.join(map(str, args.sides))}` ({machine}). "
+        f"`nice python benchmarks/scale_visium_hd.py --sides {' '.join(map(str, sides))}` ({machine}). "
         "One run per size, each read in a fresh process (peak RSS = that process, imports included). "
         "The machine is a 2-core CPU shared with five other jobs running at the same time: wall times are "
         "noisy (expect ±30 %); memory is not affected.\n\n" + head + body
     )
     if len(rows) >= 2:
+        # least-squares slope in log-log over all sizes (one noisy size moves it less than a two-point ratio)
+        x = np.log([r["n_bins"] for r in rows])
+        k_t = np.polyfit(x, np.log([r["read_s"] for r in rows]), 1)[0]
+        k_m = np.polyfit(x, np.log([r["maxrss_mib"] for r in rows]), 1)[0]
         a, b = rows[0], rows[-1]
-        ratio = np.log(b["n_bins"] / a["n_bins"])
-        k_t = np.log(b["read_s"] / a["read_s"]) / ratio
-        k_m = np.log(b["maxrss_mib"] / a["maxrss_mib"]) / ratio
+        per_bin = (b["maxrss_mib"] - a["maxrss_mib"]) * 2**20 / (b["n_bins"] - a["n_bins"])
         text += (
-            f"\nGrowth from {a['n_bins']:,} to {b['n_bins']:,} in-tissue bins ({b['n_bins'] / a['n_bins']:.1f}x): "
-            f"time ~ bins^{k_t:.2f}, peak RSS ~ bins^{k_m:.2f}.\n"
+            f"\nGrowth over {a['n_bins']:,} to {b['n_bins']:,} in-tissue bins (log-log least squares over the "
+            f"{len(rows)} sizes): time ~ bins^{k_t:.2f}, peak RSS ~ bins^{k_m:.2f} "
+            f"(≈ {per_bin:.0f} B per in-tissue bin between the smallest and the largest size)"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+        if len(rows) >= 3:  # the fixed cost weighs on the small sizes: the top two show the large-size trend
+            c, d = rows[-2], rows[-1]
+            top = np.log(d["n_bins"] / c["n_bins"])
+            text += (
+                f"; between the two largest sizes time ~ bins^{np.log(d['read_s'] / c['read_s']) / top:.2f}, "
+                f"peak RSS ~ bins^{np.log(d['maxrss_mib'] / c['maxrss_mib']) / top:.2f}"
+            )
+        text += ".\n"
+    largest = rows[-1]
+    verdict = "met" if largest["read_s"] <= 300 and largest["maxrss_mib"] <= 4096 else "NOT met"
+    text += (
+        "\nReading: the counts are streamed in chunks of 2^20 bins (constant read buffers; the summed table "
+        "grows with the pseudo-spots only). What grows with the bins is one record per bin of the positions "
+        "(the Arrow barcode match over the whole `tissue_positions.parquet`, array indices and pixel centres "
+        "for the squares and their centres), freed before the counts are read: with the imports it makes the "
+        "peak. Time is the Parquet read and barcode match, the gzip decompression of the matrix and the sparse "
+        "sums; a fixed cost (images, table and shapes) weighs on the small sizes, so the exponent over all "
+        "sizes is under 1; at the large sizes both grow about linearly or faster (the exponent between the two "
+        "largest; timings are noisy here). Synthetic data: real matrices may hold more genes per bin. "
+        f"Targets for a full 3250 x 3250-bin area (≤ 5 min, ≤ 4 GiB peak RSS): {verdict} at the largest size "
+        f"run ({largest['side']} x {largest['side']}: {largest['read_s']:.0f} s, "
+        f"{largest['maxrss_mib'] / 1024:.2f} GiB).\n"
+    )
+    return text
 
 
 if __name__ == "__main__":

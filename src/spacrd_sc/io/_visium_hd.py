@@ -335,7 +335,7 @@ def _stream_counts(
             if not all_features:
                 genes = fmap[genes]
             ok = (sq >= 0) & (genes >= 0)
-            dropped += int(values[sq < 0].sum())
+            dropped += int(values[(sq < 0) & (genes >= 0)].sum())  # out-of-tissue counts of the kept features
             if not ok.all():
                 sq, genes, values = sq[ok], genes[ok], values[ok]
             kept += int(values.sum())
