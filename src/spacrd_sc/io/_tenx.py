@@ -167,16 +167,22 @@ def _sum_by_grid(
     cell already has an exact integer grid index, so one sparse product ``G @ X`` is exact and O(nnz).
     :func:`spatialdata.rasterize_bins` rasterises bins into an image and does not coarsen them.
     """
+    inverse, rows, cols = _grid_cells(row, col)
+    n = len(inverse)
+    G = sparse.csr_matrix((np.ones(n, dtype=np.float32), (inverse, np.arange(n))), shape=(len(rows), n))
+    summed = _counts_csr32(G @ _counts_csr32(X))
+    return summed, rows, cols, G
+
+
+def _grid_cells(row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occupied integer grid cells ``(row, col)`` in row-major order: each observation's cell, cell rows, cols."""
     row = np.asarray(row, dtype=np.int64)
     col = np.asarray(col, dtype=np.int64)
     r0, c0 = int(row.min()), int(col.min())
     width = int(col.max()) - c0 + 1
     key = (row - r0) * width + (col - c0)
     uniq, inverse = np.unique(key, return_inverse=True)
-    n = len(key)
-    G = sparse.csr_matrix((np.ones(n, dtype=np.float32), (inverse.ravel(), np.arange(n))), shape=(len(uniq), n))
-    summed = _counts_csr32(G @ _counts_csr32(X))
-    return summed, uniq // width + r0, uniq % width + c0, G
+    return inverse.ravel(), uniq // width + r0, uniq % width + c0
 
 
 def _binned_table(

@@ -24,7 +24,7 @@ test time, never copied into the repository) and falls back to a synthetic hexag
 
 from ._common import HER2ST_GENES, VISIUM_REAL_FOLDER, XENIUM_REAL_FOLDER, gene_table, shared_data_dir, write_10x_h5
 from .visium import VisiumFixture, write_visium
-from .visium_hd import VisiumHDFixture, write_visium_hd
+from .visium_hd import VisiumHDFixture, write_coarse_bins, write_raw_matrix, write_visium_hd
 from .xenium import XeniumFixture, write_xenium
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "gene_table",
     "shared_data_dir",
     "write_10x_h5",
+    "write_coarse_bins",
+    "write_raw_matrix",
     "write_visium",
     "write_visium_hd",
     "write_xenium",

@@ -150,3 +150,63 @@ def write_visium_hd(
         microns_per_pixel=microns_per_pixel,
         scalefactors=sf_common,
     )
+
+
+def write_coarse_bins(fx: VisiumHDFixture, bin_um: int) -> sparse.csr_matrix:
+    """Add Space Ranger's ``square_<bin_um>um`` output made from the fixture's 2 um bins; return its counts.
+
+    As 10x bins them: coarse bin ``(R, C)`` holds the 2 um bins ``R * f .. R * f + f - 1`` (``f = bin_um / 2``),
+    is in tissue when one of them is, and its counts are their exact sums; pixel centres are the affine image
+    of the block's centre index. The matrix lists the in-tissue coarse bins in barcode order.
+    """
+    f = int(round(bin_um / fx.bin_size_um))
+    pos = fx.positions
+    grid = pd.DataFrame({"R": pos["array_row"] // f, "C": pos["array_col"] // f, "t": pos["in_tissue"]})
+    cells = grid.groupby(["R", "C"], sort=True)["t"].max().reset_index()
+    idx = np.column_stack([cells["C"] * f + (f - 1) / 2, cells["R"] * f + (f - 1) / 2, np.ones(len(cells))])
+    xy = (fx.array_to_px @ idx.T).T
+    barcodes_all = np.array(
+        [f"s_{bin_um:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(cells["R"], cells["C"], strict=True)]
+    )
+    coarse = pd.DataFrame(
+        {
+            "barcode": barcodes_all,
+            "in_tissue": cells["t"].astype(np.int32),
+            "array_row": cells["R"].astype(np.int64),
+            "array_col": cells["C"].astype(np.int64),
+            "pxl_row_in_fullres": xy[:, 1],
+            "pxl_col_in_fullres": xy[:, 0],
+        }
+    )
+    in_t = coarse[coarse["in_tissue"] == 1].reset_index(drop=True)
+    row_of = {(r, c): i for i, (r, c) in enumerate(zip(in_t["array_row"], in_t["array_col"], strict=True))}
+    members = pos.loc[fx.barcodes]
+    owner = np.array(
+        [row_of[(r // f, c // f)] for r, c in zip(members["array_row"], members["array_col"], strict=True)]
+    )
+    G = sparse.csr_matrix(
+        (np.ones(len(owner), np.int32), (owner, np.arange(len(owner)))), shape=(len(in_t), len(owner))
+    )
+    counts = sparse.csr_matrix(G @ fx.counts).astype(np.int32)
+    b = fx.path / "binned_outputs" / f"square_{bin_um:03d}um"
+    write_10x_h5(
+        b / "filtered_feature_bc_matrix.h5", counts, in_t["barcode"].to_numpy(), fx.features, library_id=fx.dataset_id
+    )
+    (b / "spatial").mkdir(parents=True, exist_ok=True)
+    sf = {**fx.scalefactors, "bin_size_um": float(bin_um), "spot_diameter_fullres": bin_um / fx.microns_per_pixel}
+    (b / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    coarse.to_parquet(b / "spatial" / "tissue_positions.parquet", index=False)
+    return counts
+
+
+def write_raw_matrix(fx: VisiumHDFixture, *, seed: int = 1) -> sparse.csr_matrix:
+    """Write ``square_002um/raw_feature_bc_matrix.h5``: the filtered bins plus every out-of-tissue bin with
+    Poisson counts, interleaved (returned: the out-of-tissue counts, in the order written after the filtered)."""
+    out_barcodes = fx.positions.index[fx.positions["in_tissue"] == 0].to_numpy()
+    out_counts = _poisson_counts(len(out_barcodes), len(fx.features), 0.03, seed)
+    counts = sparse.vstack([fx.counts, out_counts]).tocsr()
+    barcodes = np.concatenate([fx.barcodes, out_barcodes])
+    order = np.random.default_rng(seed).permutation(len(barcodes))
+    b = fx.path / "binned_outputs" / "square_002um"
+    write_10x_h5(b / "raw_feature_bc_matrix.h5", counts[order], barcodes[order], fx.features, library_id=fx.dataset_id)
+    return out_counts
