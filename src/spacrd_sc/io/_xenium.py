@@ -215,10 +215,11 @@ def _transcript_grid(
             y = batch.column("y_location").to_numpy(zero_copy_only=False)
             finite = np.isfinite(x) & np.isfinite(y)
             if not finite.all():
-                _check_finite_xy(
-                    np.column_stack([x, y]),
-                    f"transcript positions in {str(file)!r} (rows {start:,}-{start + n - 1:,})",
-                    np.arange(start, start + n),
+                bad = np.flatnonzero(~finite)
+                shown = ", ".join(f"{start + b:,}" for b in bad[:5])
+                raise ValueError(
+                    f"Some transcript positions in {str(file)!r} are NaN or infinite: {len(bad):,} of rows "
+                    f"{start:,}-{start + n - 1:,} (e.g. rows {shown})."
                 )
             qv = batch.column("qv").to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             keep = is_gene & (qv >= min_qv)  # NaN / missing qv fails the test
