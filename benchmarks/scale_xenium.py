@@ -17,7 +17,7 @@ For each size a synthetic Xenium output folder is written by streaming (never a 
 Each size is then read in a fresh child process by the public reader,
 ``sc_crd.io.xenium(path, bin_size_um=55, source=...)``, once with ``source="transcripts"`` (the transcripts
 streamed in Arrow batches into 55 µm squares) and once with ``source="cells"``. The child reports its wall time
-and its own peak resident set size (``ru_maxrss``) next to its RSS after the imports (the baseline).
+and its own peak resident set size (``VmHWM``) next to its RSS after the imports (the baseline).
 
     nice python benchmarks/scale_xenium.py                       # 3 M, 10 M, 30 M, 100 M transcripts
     nice python benchmarks/scale_xenium.py --sizes 1e6 3e6 --work /tmp/xe
@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import logging
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -225,10 +227,63 @@ def write_xenium(root: Path, n_tx: int, *, seed: int = 0) -> dict[str, float]:
     }
 
 
-def child(path: Path, source: str) -> None:
-    """Read ``path`` with the public reader; print one JSON line (wall, peak RSS, baseline RSS, sizes)."""
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB: ``VmHWM`` (Linux; reset by ``exec``, unlike ``ru_maxrss``,
+    which a child inherits from the parent it was forked from), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def _rss_mib() -> float:
+    """Current resident set size in MiB (Linux ``VmRSS``; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class _Phases(logging.Handler):
+    """Splits the read into phases by the reader's log messages and samples the RSS of each every 20 ms:
+    ``cells`` (spatialdata-io reads the cell table), ``stream`` (from "Streaming ..." to "Kept ...": the
+    transcripts streamed and summed) and ``finish`` (tables, shapes, metadata)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.phase, self.peak, self.start = "cells", {}, {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        new = "stream" if msg.startswith("Streaming") else "finish" if msg.startswith(("Kept", "Summed")) else None
+        if new is not None:
+            self.phase = new
+            self.start[new] = _rss_mib()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak[self.phase] = max(self.peak.get(self.phase, 0.0), _rss_mib())
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def child(path: Path, source: str) -> None:
+    """Read ``path`` with the public reader; print one JSON line (wall, peak RSS, baseline RSS, sizes)."""
     import pyarrow.parquet  # noqa: F401
     import spatialdata
     import spatialdata_io
@@ -239,19 +294,26 @@ def child(path: Path, source: str) -> None:
     # baseline and the clock, so that both measure the read alone
     assert callable(spatialdata_io.xenium) and spatialdata.SpatialData is not None
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _peak_rss_mib()
+    log = logging.getLogger("spacrd_sc")
+    log.setLevel(logging.INFO)
+    phases = _Phases()
+    log.addHandler(phases)
     t0 = time.perf_counter()
     sdata = sc_crd.io.xenium(path, bin_size_um=BIN_UM, source=source, progress_bar=False)
     wall = time.perf_counter() - t0
+    phases.stop()
     table = sdata.tables["table"]
     meta = table.uns["spatial"][next(iter(table.uns["spatial"]))]["metadata"]
     out = {
         "source": source,
         "wall_s": wall,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": _peak_rss_mib(),
         "base_mib": base,
         "n_spots": int(table.n_obs),
-        "counts": float(table.X.sum()),
+        "counts": int(table.X.sum(dtype=np.float64)),
+        "phase_peak_mib": phases.peak,
+        "phase_start_mib": phases.start,
     }
     for k in ("n_cells", "n_transcripts", "n_transcripts_dropped", "n_transcripts_low_qv", "n_transcripts_control"):
         if k in meta:
@@ -291,8 +353,25 @@ def report(rows: list[dict], args_line: str) -> str:
     text = (
         "# Xenium scale\n\n"
         f"`{args_line}` ({machine}; one run per size on a 2-core machine shared with five other jobs, under "
-        "`nice`: wall times are noisy, ±30 %; peak RSS is the child process's own `ru_maxrss`).\n\n" + head + body
+        "`nice`: wall times are noisy, ±30 %; peak RSS is the child process's own high-water mark, `VmHWM`).\n\n"
+        + head
+        + body
     )
+    text += (
+        "\n## Where the memory goes with `source='transcripts'`\n\n"
+        "RSS sampled every 20 ms in the child, split by the reader's log messages: the cell table read by "
+        "spatialdata-io, then the transcripts streamed and summed (RSS when streaming began, its peak while "
+        "streaming, and the difference: what the streaming itself holds).\n\n"
+        "| transcripts | cell-table read peak (MiB) | RSS when streaming began (MiB) | peak while streaming (MiB) "
+        "| streaming's own (MiB) | table + shapes peak (MiB) |\n|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for r in rows:
+        peak, start = r["transcripts"]["phase_peak_mib"], r["transcripts"]["phase_start_mib"]
+        text += (
+            f"| {r['n_tx']:,} | {peak.get('cells', 0):,.0f} | {start.get('stream', 0):,.0f} "
+            f"| {peak.get('stream', 0):,.0f} | {peak.get('stream', 0) - start.get('stream', 0):,.0f} "
+            f"| {peak.get('finish', 0):,.0f} |\n"
+        )
     if len(rows) >= 2:
         flat = [
             {
@@ -324,16 +403,23 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[3e6, 1e7, 3e7, 1e8], help="transcripts")
     parser.add_argument("--work", type=Path, default=None, help="folder for the synthetic sections (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the written folders")
+    parser.add_argument("--reuse", action="store_true", help="read folders a previous --keep run left under --work")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale_xenium.md")
     args = parser.parse_args()
 
+    args_line = "nice python benchmarks/scale_xenium.py --sizes " + " ".join(f"{s:g}" for s in args.sizes)
     work = args.work or Path(tempfile.mkdtemp(prefix="scale_xenium_"))
     rows = []
     try:
         for size in args.sizes:
             n_tx = int(size)
             path = work / f"xenium_{n_tx}"
-            r = write_xenium(path, n_tx)
+            done = path / "written.json"
+            if args.reuse and done.is_file():
+                r = json.loads(done.read_text())
+            else:
+                r = write_xenium(path, n_tx)
+                done.write_text(json.dumps(r))
             print(
                 f"{n_tx:>12,} transcripts ({r['parquet_mib']:,.0f} MiB parquet, written in {r['write_tx_s']:.0f} s), "
                 f"{r['n_cells']:,} cells ({r['write_cells_s']:.0f} s)",
@@ -352,14 +438,13 @@ def main() -> None:
             rows.append(r)
             if not args.keep:
                 shutil.rmtree(path)
+            # written after every size, so that an interrupted run keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report(rows, args_line))
     finally:
         if args.work is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    args_line = "nice python benchmarks/scale_xenium.py --sizes " + " ".join(f"{s:g}" for s in args.sizes)
-    text = report(rows, args_line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    print(args.out.read_text())
     print(f"wrote {args.out}")
 
 
