@@ -17,12 +17,16 @@ For each size a synthetic Xenium output folder is written by streaming (never a 
 Each size is then read in a fresh child process by the public reader,
 ``sc_crd.io.xenium(path, bin_size_um=55, source=...)``, once with ``source="transcripts"`` (the transcripts
 streamed in Arrow batches into 55 µm squares) and once with ``source="cells"``. The child reports its wall time
-and its own peak resident set size (``VmHWM``) next to its RSS after the imports (the baseline).
+and its own peak resident set size (``VmHWM``) next to its RSS after the imports (the baseline); a thread
+samples its RSS every 20 ms, split by the reader's log messages into the cell-table read, the streaming of
+the transcripts and the building of tables and shapes. The script checks that counts are conserved (``X``
+sums to the kept transcripts; kept + dropped = rows).
 
     nice python benchmarks/scale_xenium.py                       # 3 M, 10 M, 30 M, 100 M transcripts
     nice python benchmarks/scale_xenium.py --sizes 1e6 3e6 --work /tmp/xe
 
-Needs ~3.5 GB of free disk per 100 M transcripts under ``--work`` (deleted after each size unless ``--keep``).
+Needs ~3.2 GiB of free disk per 100 M transcripts under ``--work`` (deleted after each size unless ``--keep``;
+``--reuse`` reads the folders a ``--keep`` run left).
 Writes a table to stdout and ``benchmarks/results/scale_xenium.md``.
 """
 
