@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,6 +12,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import SPATIAL_KEY, TABLE_KEY
+from .._docs import inject_docs
 from .._images import (
     GLOBAL_CS,
     _affine_scale,
@@ -22,7 +24,9 @@ from .._images import (
     _read_he_lazy,
 )
 from .._logging import logger
+from .._settings import settings
 from .._spatial import _spots_outside
+from .._utils import _progress
 from ._checks import _check_finite_xy, _check_hdf5, _check_parquet, _check_zip, _number, _read_json
 from ._tenx import (
     DEFAULT_BIN_UM,
@@ -49,6 +53,28 @@ XENIUM_CELL_TABLE_KEY = "cell_table"
 
 #: Decoded transcripts of a Xenium run (``feature_name``, ``x_location``, ``y_location`` in µm, ``qv``).
 _TRANSCRIPTS = "transcripts.parquet"
+#: The columns of ``transcripts.parquet`` read to bin transcripts (the others are never decoded).
+_TX_COLUMNS = ("feature_name", "x_location", "y_location", "qv")
+#: Rows per Arrow record batch when streaming ``transcripts.parquet`` (≈ 100 MiB of working arrays).
+_TX_BATCH_ROWS = 1 << 20
+#: Reduced batches are merged into the running totals once they hold this many keys (or more than the totals).
+_MERGE_MIN_KEYS = 1 << 20
+#: Grid squares are keyed by ``(row + _GRID_HALF, col + _GRID_HALF)``; positions must lie within
+#: ``_GRID_HALF`` squares of the origin (52 cm with 1 µm squares), and genes below ``_MAX_GENES``, so that the
+#: ``(square, gene)`` key fits an int64.
+_GRID_HALF = 1 << 19
+_MAX_GENES = 1 << 22
+#: ``feature_name`` prefixes of Xenium's control features (negative control probes and codewords, unassigned
+#: codewords (``BLANK_*`` in early panels), deprecated codewords, genomic control probes): never genes of
+#: the cell matrix, dropped and counted as controls.
+_CONTROL_PREFIXES = (
+    "NegControlProbe_",
+    "NegControlCodeword_",
+    "UnassignedCodeword_",
+    "BLANK_",
+    "DeprecatedCodeword_",
+    "Intergenic_Region_",
+)
 
 
 def _find_alignment(path: Path) -> Path:
@@ -65,25 +91,185 @@ def _find_alignment(path: Path) -> Path:
     )
 
 
-def _transcript_counts(file: Path, var_names: pd.Index, min_qv: float) -> tuple[sparse.csr_matrix, np.ndarray, int]:
-    """One-hot (transcripts x genes) counts, their ``(x, y)`` in µm, and how many transcripts were dropped.
+class _KeyCounts:
+    """Counts of int64 keys, merged batch by batch: sorted unique ``keys`` and their ``counts``.
 
-    Kept: ``qv >= min_qv`` and a ``feature_name`` among ``var_names`` (the gene-expression features). A symbol
-    listed twice in the panel (``GENE``, ``GENE-1`` after making names unique) counts under its first entry.
+    Each batch is reduced by :func:`numpy.unique`; reduced batches wait in a list and are merged into the
+    running totals once they hold more keys than the totals (so every key is re-sorted O(log batches) times
+    and memory follows the distinct keys, not the rows).
     """
-    df = pd.read_parquet(file, columns=["feature_name", "x_location", "y_location", "qv"])
-    _check_finite_xy(df[["x_location", "y_location"]].to_numpy(float), f"transcript positions in {str(file)!r}")
-    names = df["feature_name"].map(lambda v: v.decode() if isinstance(v, bytes) else str(v))
-    gene = pd.Index(var_names).get_indexer(names)
-    keep = (gene >= 0) & (df["qv"].to_numpy(float) >= float(min_qv))
-    if not keep.any():
-        raise ValueError(f"No transcript of {str(file)!r} has qv >= {min_qv} and a gene of the cell matrix.")
-    gene = gene[keep]
-    X = sparse.csr_matrix(
-        (np.ones(len(gene), dtype=np.float32), (np.arange(len(gene)), gene)), shape=(len(gene), len(var_names))
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.int64)
+        self.counts = np.empty(0, dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._n_pending = 0
+
+    def add(self, keys: np.ndarray) -> None:
+        k, c = np.unique(keys, return_counts=True)
+        self._pending.append((k, c.astype(np.int64)))
+        self._n_pending += len(k)
+        if self._n_pending > max(len(self.keys), _MERGE_MIN_KEYS):
+            self.merge()
+
+    def merge(self) -> None:
+        if not self._pending:
+            return
+        k = np.concatenate([self.keys, *(p[0] for p in self._pending)])
+        c = np.concatenate([self.counts, *(p[1] for p in self._pending)])
+        self._pending, self._n_pending = [], 0
+        order = np.argsort(k, kind="stable")
+        k, c = k[order], c[order]
+        del order
+        start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        self.keys, self.counts = k[start], np.add.reduceat(c, start)
+
+
+@dataclass
+class _TranscriptGrid:
+    """Transcripts of ``transcripts.parquet`` summed into grid squares (see :func:`_transcript_grid`)."""
+
+    X: sparse.csr_matrix  # squares x genes, float32 counts
+    rows: np.ndarray  # floor(y / bin) of each square
+    cols: np.ndarray  # floor(x / bin)
+    n_transcripts: np.ndarray  # transcripts summed into each square
+    n_read: int  # rows of the file
+    n_low_qv: int  # gene transcripts with qv < min_qv
+    n_control: int  # control probes and codewords (`_CONTROL_PREFIXES`)
+    n_other: int  # other features that are no gene of the cell matrix
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.n_transcripts.sum())
+
+
+def _is_control(name: str) -> bool:
+    return name.startswith(_CONTROL_PREFIXES)
+
+
+def _transcript_grid(
+    file: Path,
+    var_names: pd.Index,
+    *,
+    min_qv: float,
+    bin_size_um: float,
+    batch_rows: int | None = None,
+    progress_bar: bool = False,
+) -> _TranscriptGrid:
+    """Stream ``transcripts.parquet`` in Arrow batches and sum the kept transcripts into ``bin_size_um`` squares.
+
+    Only ``feature_name`` (read dictionary-encoded: gene names are matched once per batch dictionary, never per
+    row), ``x_location``, ``y_location`` and ``qv`` are read, ``batch_rows`` rows at a time. Kept: a
+    ``feature_name`` among ``var_names`` (the gene-expression features of the cell matrix) and
+    ``qv >= min_qv``; a symbol listed twice in the panel (``GENE``, ``GENE-1`` after making names unique)
+    counts under its first entry. Each kept transcript gets the key ``(square, gene)`` of its square
+    ``(floor(y / bin), floor(x / bin))`` (µm); keys are counted per batch and merged (:class:`_KeyCounts`), so
+    memory follows the batch and the number of non-zero ``(square, gene)`` pairs, not the number of
+    transcripts. Squares come out in row-major order, as :func:`~._tenx._sum_by_grid` orders them.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    batch_rows = int(batch_rows or _TX_BATCH_ROWS)
+    genes = pd.Index(var_names)
+    n_genes = len(genes)
+    if n_genes >= _MAX_GENES:
+        raise ValueError(f"At most {_MAX_GENES - 1} genes can be binned from transcripts; got {n_genes}.")
+    # pre_buffer=False: column chunks are read as they are decoded, not a whole row group ahead (measured: a
+    # third of Arrow's peak allocation, no slower)
+    pf = pq.ParquetFile(file, read_dictionary=["feature_name"], pre_buffer=False, buffer_size=1 << 22)
+    n_rows = pf.metadata.num_rows
+    logger.info(
+        "Streaming %s transcripts from %s (%d row groups, %.1f MiB) in batches of %s rows.",
+        f"{n_rows:,}",
+        file,
+        pf.metadata.num_row_groups,
+        file.stat().st_size / 2**20,
+        f"{batch_rows:,}",
     )
-    xy = df.loc[keep, ["x_location", "y_location"]].to_numpy(float)
-    return X, xy, int((~keep).sum())
+    side = 2 * _GRID_HALF
+    acc = _KeyCounts()
+    n_low_qv = n_control = n_other = 0
+    start = 0
+    with _progress(
+        total=n_rows, desc="Xenium transcripts", unit="tx", unit_scale=True, disable=not progress_bar
+    ) as bar:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(_TX_COLUMNS), use_pandas_metadata=False):
+            n = batch.num_rows
+            feat = batch.column("feature_name")
+            if not pa.types.is_dictionary(feat.type):
+                feat = pc.dictionary_encode(feat)
+            names = [v.decode() if isinstance(v, bytes) else str(v) for v in feat.dictionary.to_pylist()]
+            # one entry per dictionary value, and a last one (-1) for missing feature names
+            lookup = np.append(genes.get_indexer(names), -1).astype(np.int64)
+            idx = pc.fill_null(feat.indices, len(names)).to_numpy(zero_copy_only=False)
+            gene = lookup[idx]
+            is_gene = gene >= 0
+            if not is_gene.all():
+                per_feature = np.bincount(idx[~is_gene], minlength=len(names) + 1)
+                for i in np.flatnonzero(per_feature):
+                    if i < len(names) and _is_control(names[i]):
+                        n_control += int(per_feature[i])
+                    else:
+                        n_other += int(per_feature[i])
+            x = batch.column("x_location").to_numpy(zero_copy_only=False)
+            y = batch.column("y_location").to_numpy(zero_copy_only=False)
+            finite = np.isfinite(x) & np.isfinite(y)
+            if not finite.all():
+                bad = np.flatnonzero(~finite)
+                shown = ", ".join(f"{start + b:,}" for b in bad[:5])
+                raise ValueError(
+                    f"Some transcript positions in {str(file)!r} are NaN or infinite: {len(bad):,} of rows "
+                    f"{start:,}-{start + n - 1:,} (e.g. rows {shown})."
+                )
+            qv = batch.column("qv").to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            keep = is_gene & (qv >= min_qv)  # NaN / missing qv fails the test
+            n_low_qv += int(is_gene.sum() - keep.sum())
+            row = np.floor(y[keep].astype(np.float64) / bin_size_um)
+            col = np.floor(x[keep].astype(np.float64) / bin_size_um)
+            if len(row) and max(np.abs(row).max(), np.abs(col).max()) >= _GRID_HALF:
+                raise ValueError(
+                    f"bin_size_um={bin_size_um:g} is too small for the transcript positions of {str(file)!r}: "
+                    f"more than {_GRID_HALF:,} squares from the origin (a position of "
+                    f"{max(np.abs(row).max(), np.abs(col).max()) * bin_size_um:.4g} µm)."
+                )
+            key = (row.astype(np.int64) + _GRID_HALF) * side + (col.astype(np.int64) + _GRID_HALF)
+            acc.add(key * n_genes + gene[keep])
+            del feat, idx, gene, is_gene, x, y, qv, keep, row, col, key
+            start += n
+            bar.update(n)
+    acc.merge()
+    if not len(acc.keys):
+        raise ValueError(f"No transcript of {str(file)!r} has qv >= {min_qv:g} and a gene of the cell matrix.")
+    square, gene = np.divmod(acc.keys, n_genes)
+    first = np.flatnonzero(np.r_[True, square[1:] != square[:-1]])
+    indptr = np.r_[first, len(square)].astype(np.int64)
+    usq = square[first]
+    X = sparse.csr_matrix((acc.counts.astype(np.float32), gene.astype(np.int32), indptr), shape=(len(usq), n_genes))
+    grid = _TranscriptGrid(
+        X=X,
+        rows=usq // side - _GRID_HALF,
+        cols=usq % side - _GRID_HALF,
+        n_transcripts=np.add.reduceat(acc.counts, first),
+        n_read=int(n_rows),
+        n_low_qv=n_low_qv,
+        n_control=n_control,
+        n_other=n_other,
+    )
+    logger.info(
+        "Kept %s of %s transcripts in %s squares of %g µm (dropped: %s with qv < %g, %s control probes / "
+        "codewords, %s other features).",
+        f"{grid.n_kept:,}",
+        f"{n_rows:,}",
+        f"{len(usq):,}",
+        bin_size_um,
+        f"{n_low_qv:,}",
+        min_qv,
+        f"{n_control:,}",
+        f"{n_other:,}",
+    )
+    return grid
 
 
 def _read_alignment(he_alignment: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
@@ -109,6 +295,7 @@ def _read_alignment(he_alignment: str | os.PathLike[str] | np.ndarray) -> np.nda
     return M
 
 
+@inject_docs
 def xenium(
     path: str | os.PathLike[str],
     *,
@@ -119,6 +306,7 @@ def xenium(
     keep_source: bool = False,
     source: Literal["cells", "transcripts"] = "cells",
     min_qv: float = 20.0,
+    progress_bar: bool | None = None,
     table_key: str = TABLE_KEY,
     **kwargs: Any,
 ) -> SpatialData:
@@ -158,16 +346,25 @@ def xenium(
     source
         What is binned: ``"cells"`` (cell counts at their centroids) or ``"transcripts"`` (each decoded
         transcript at its own position; needs ``transcripts.parquet``; transcripts of cells cut by a bin
-        border are split between bins, which pseudo-spots of real Visium spots also do).
+        border are split between bins, which pseudo-spots of real Visium spots also do). Transcripts are
+        streamed in Arrow batches of ~1 M rows, reading only ``feature_name`` (dictionary-encoded),
+        ``x_location``, ``y_location`` and ``qv``: memory follows the batch and the number of non-zero
+        (square, gene) pairs, not the number of transcripts (measured: 100 M transcripts in
+        ``benchmarks/results/scale_xenium.md``). The cell table is still read by spatialdata-io (for ``var``
+        and ``n_cells``).
     min_qv
         Lowest transcript quality (Phred ``qv``) kept with ``source="transcripts"`` (10x's default 20).
+    {progress_bar}
+        (A bar over the transcripts read with ``source="transcripts"``.)
     table_key
         Key of the binned table.
     **kwargs
         Passed to :func:`spatialdata_io.xenium`. Defaults set here (only the cell table is needed):
         ``cells_boundaries``, ``nucleus_boundaries``, ``cells_labels``, ``nucleus_labels``, ``transcripts``,
         ``morphology_mip``, ``morphology_focus``, ``aligned_images`` all ``False``;
-        ``cells_as_circles=keep_source``.
+        ``cells_as_circles=keep_source``. ``transcripts=True`` adds spatialdata-io's points element: a lazy
+        dask frame (spatialdata-io passes over ``feature_name`` once for its categories), never the one
+        binned here, which streams the file itself.
 
     Returns
     -------
@@ -187,8 +384,12 @@ def xenium(
       - ``uns['spatial'][library_id]``: ``images['hires']`` and ``scalefactors['tissue_hires_scalef']``
         (with an H&E), ``scalefactors['spot_diameter_fullres']`` (bin side in global px) and ``metadata``
         (``platform='xenium'``, ``image_key`` (with an H&E), ``spots_key``, ``library_id``, ``bin_size_um``,
-        ``pixel_size_um``, ``n_cells``, ``source`` (and ``n_transcripts``, ``n_transcripts_dropped``,
-        ``min_qv`` for transcripts), ``global_frame`` (``'he_pixels'`` or ``'morphology_pixels'``),
+        ``pixel_size_um``, ``n_cells``, ``source`` (and, for transcripts, ``n_transcripts`` kept,
+        ``n_transcripts_dropped`` in all: ``n_transcripts_low_qv`` gene transcripts with ``qv < min_qv``,
+        ``n_transcripts_control`` control probes and codewords (``NegControlProbe_*``, ``NegControlCodeword_*``,
+        ``UnassignedCodeword_*``, ``BLANK_*``, ``DeprecatedCodeword_*``, ``Intergenic_Region_*``),
+        ``n_transcripts_other_feature`` any other feature that is no gene of the cell matrix; and ``min_qv``),
+        ``global_frame`` (``'he_pixels'`` or ``'morphology_pixels'``),
         ``he_to_morphology`` (3x3, with an H&E), ``analysis_sw_version``).
 
     Raises
@@ -206,7 +407,8 @@ def xenium(
         unknown ``source``. Checked before the read, naming the file: ``experiment.xenium`` not JSON,
         ``cell_feature_matrix.h5`` not HDF5, ``cells.parquet`` / ``transcripts.parquet`` not Parquet or
         lacking columns, ``cells.zarr.zip`` not a zip, an H&E that is not a readable image. After the read:
-        NaN / infinite cell centroids or transcript positions.
+        NaN / infinite cell centroids or transcript positions (naming the rows), no transcript kept, positions
+        more than 524 288 squares from the origin.
     """
     import spatialdata_io
     from spatialdata.transformations import Affine, Identity, Sequence, get_transformation, set_transformation
@@ -241,10 +443,11 @@ def xenium(
     if source not in ("cells", "transcripts"):
         raise ValueError(f"source must be 'cells' or 'transcripts'; got {source!r}.")
     if source == "transcripts":
-        tx = _check_path(path / _TRANSCRIPTS, "Transcripts file", hint="Needed for source='transcripts'.")
-        _check_parquet(tx, "Transcripts file", ["feature_name", "x_location", "y_location", "qv"])
+        tx_file = _check_path(path / _TRANSCRIPTS, "Transcripts file", hint="Needed for source='transcripts'.")
+        _check_parquet(tx_file, "Transcripts file", list(_TX_COLUMNS))
         min_qv = _number(min_qv, "min_qv", positive=False)
 
+    progress_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
     library_id = _valid_name(library_id) if library_id is not None else _default_library_id(path)
     for key in (
         "cells_boundaries",
@@ -259,10 +462,11 @@ def xenium(
         kwargs.setdefault(key, False)
     kwargs.setdefault("cells_as_circles", keep_source)
 
-    logger.info("Reading Xenium section %r from %s.", library_id, path)
+    logger.info("Reading Xenium section %r from %s (cell table through spatialdata-io).", library_id, path)
     with _quiet_reader():
         sdata = spatialdata_io.xenium(path, **kwargs)
     cells = sdata.tables[TABLE_KEY]
+    logger.info("Read %s cells x %s features.", f"{cells.n_obs:,}", f"{cells.n_vars:,}")
     if not cells.var_names.is_unique:  # spatialdata-io 0.7.1 does not make Xenium gene names unique
         cells.var_names_make_unique()
     if cells.n_obs == 0:
@@ -280,13 +484,19 @@ def xenium(
         he_present = he_arr is not None
     morph_to_global = np.linalg.inv(M) if he_present else np.eye(3)
 
+    tx = None
     if source == "transcripts":
-        X_src, xy_um, n_dropped = _transcript_counts(path / _TRANSCRIPTS, cells.var_names, min_qv)
-        member_name = "n_transcripts"
+        tx = _transcript_grid(
+            tx_file, cells.var_names, min_qv=min_qv, bin_size_um=bin_size_um, progress_bar=progress_bar
+        )
+        X, rows, cols, n_members, member_name = tx.X, tx.rows, tx.cols, tx.n_transcripts, "n_transcripts"
     else:
-        X_src, n_dropped, member_name = cells.X, 0, "n_cells"
-    X, rows, cols, G = _sum_by_grid(X_src, np.floor(xy_um[:, 1] / bin_size_um), np.floor(xy_um[:, 0] / bin_size_um))
-    n_members = np.asarray(G.sum(1)).ravel()
+        X, rows, cols, G = _sum_by_grid(
+            cells.X, np.floor(xy_um[:, 1] / bin_size_um), np.floor(xy_um[:, 0] / bin_size_um)
+        )
+        n_members, member_name = np.asarray(G.sum(1)).ravel(), "n_cells"
+        del G
+        logger.info("Summed %s cells into %s squares of %g µm.", f"{cells.n_obs:,}", f"{len(rows):,}", bin_size_um)
     centres_um = np.column_stack([(cols + 0.5) * bin_size_um, (rows + 0.5) * bin_size_um])
     centres = _apply_affine(morph_to_global, centres_um / pixel_size)
     side_px = bin_size_um / pixel_size * _affine_scale(morph_to_global)
@@ -339,9 +549,12 @@ def xenium(
         "global_frame": "he_pixels" if he_present else "morphology_pixels",
         "analysis_sw_version": str(specs.get("analysis_sw_version", "")),
     }
-    if source == "transcripts":
-        meta["n_transcripts"] = int(len(xy_um))
-        meta["n_transcripts_dropped"] = int(n_dropped)
+    if tx is not None:
+        meta["n_transcripts"] = tx.n_kept
+        meta["n_transcripts_dropped"] = tx.n_read - tx.n_kept
+        meta["n_transcripts_low_qv"] = tx.n_low_qv
+        meta["n_transcripts_control"] = tx.n_control
+        meta["n_transcripts_other_feature"] = tx.n_other
         meta["min_qv"] = float(min_qv)
     if he_present:
         meta["he_to_morphology"] = np.asarray(M, dtype=float)
