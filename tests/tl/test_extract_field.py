@@ -162,6 +162,19 @@ def test_params_survive_h5ad(tmp_path):
     assert float(p["microns_per_pixel"]) == pytest.approx(1.0) and float(p["patch_field"]) == 80.0
 
 
+def test_coarse_image_is_warned_about(monkeypatch, caplog):
+    """UNI-like 0.5 µm/px backbone on a 4 µm/px image: the patches are upsampled 8×, a warning says so."""
+    spec = dataclasses.replace(get_backbone_spec(SMALL), microns_per_pixel=0.5, input_size=224)
+    monkeypatch.setitem(BACKBONES, SMALL, spec)
+    kw = {"backbone": SMALL, "pretrained": False, "size": 32, "progress_bar": False}
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        extract_uni(section(pattern(1.0), 1.0), **kw)
+    assert "coarser" not in caplog.text  # 1 µm/px: twice as coarse is tolerated
+    with caplog.at_level(logging.WARNING, logger="spacrd_sc"):
+        extract_uni(section(pattern(4.0), 4.0), **kw)
+    assert "4 µm per pixel, 8.0 times coarser" in caplog.text
+
+
 def test_anndata_hires_scale():
     """An AnnData's hires copy (scale 0.5) has twice the µm per pixel of the full-resolution frame."""
     full = pattern(1.0)
@@ -296,6 +309,12 @@ def test_virchow2_embedding_is_cls_and_mean_patch_tokens(monkeypatch, tmp_path):
         out = model(x)
     assert tokens.shape == (3, 9, 32) and out.shape == (3, 64)
     torch.testing.assert_close(out, torch.cat([tokens[:, 0], tokens[:, 5:].mean(1)], dim=-1))
+    # end to end: 64-d features per spot, its own 14 µm field (0.5 µm/px × 28 px) at 1 µm/px = 14 px
+    sd = section(pattern(1.0), 1.0)
+    extract_uni(sd, backbone="virchow2", weights=tmp_path / "v2.safetensors", progress_bar=False)
+    table = sd.tables["table"]
+    assert table.obsm["X_uni"].shape == (4, 64) and np.isfinite(table.obsm["X_uni"]).all()
+    assert table.uns["X_uni"]["params"]["field_px"] == pytest.approx(14.0)
 
 
 def test_h_optimus_0_local_weights_and_fixed_size(monkeypatch, tmp_path):

@@ -248,6 +248,17 @@ def extract_uni(
     )
     if len(reader) != table.n_obs:
         raise RuntimeError(f"The patch reader yields {len(reader)} patches for {table.n_obs} table rows.")
+    field_params = field.record(reader)
+    image_mpp = field_params["microns_per_pixel"]
+    if spec.microns_per_pixel is not None and image_mpp > 2 * spec.microns_per_pixel:
+        logger.warning(
+            "The image has %.3g µm per pixel, %.1f times coarser than the %.3g µm/px %r was trained on: its "
+            "patches are upsampled and carry less detail than the backbone expects.",
+            image_mpp,
+            image_mpp / spec.microns_per_pixel,
+            spec.microns_per_pixel,
+            spec.name,
+        )
 
     model, spec = build_backbone(backbone, weights=weights, pretrained=pretrained, token=token)
     if int(size) != spec.input_size and hasattr(model, "patch_embed") and not getattr(model, "dynamic_img_size", False):
@@ -308,7 +319,7 @@ def extract_uni(
         "precision": prec,
         "device": dev,
         "batch_size": int(batch_size),
-        **field.record(reader),
+        **field_params,
     }
     adata.uns[key_added] = {"params": params}
     _validate.record_written(adata, written)
