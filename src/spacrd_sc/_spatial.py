@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._constants import SPATIAL_KEY, TABLE_KEY, Key
+from ._constants import SPATIAL_KEY, SPOT_DIAMETER_UM, TABLE_KEY, Key
 from ._images import _affine_scale, _apply_affine, _as_uint8_rgb, _downscaled_rgb, _global_to_pixel, _image_levels
 from ._logging import logger
 from ._utils import _get_table
@@ -54,6 +54,48 @@ def _spot_diameter_px(adata: AnnData, library_id: str | None = None) -> float:
     if Key.uns.spot_diameter not in sf:
         raise KeyError(f"adata.uns['spatial'][{lib!r}]['scalefactors'] has no {Key.uns.spot_diameter!r}.")
     return float(sf[Key.uns.spot_diameter])
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a positive finite float, else ``None`` (metadata may hold strings or junk)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def _spot_diameter_um(adata: AnnData, library_id: str | None = None) -> float | None:
+    """Spot diameter in µm: ``metadata['spot_diameter_um']`` (or ``'bin_size_um'``), else the platform's
+    (:data:`~spacrd_sc._constants.SPOT_DIAMETER_UM`), else ``None``."""
+    lib = _library_id(adata, library_id)
+    meta = dict(adata.uns[Key.uns.spatial][lib].get(Key.uns.metadata, {}) or {})
+    for key in ("spot_diameter_um", "bin_size_um"):
+        if (v := _positive(meta.get(key))) is not None:
+            return v
+    return SPOT_DIAMETER_UM.get(str(meta.get("platform", "")))
+
+
+def _microns_per_unit(adata: AnnData, library_id: str | None = None) -> tuple[float, str] | None:
+    """µm per unit of ``obsm['spatial']`` (full-resolution pixels) and where it was read, or ``None``.
+
+    In order: ``scalefactors['microns_per_pixel']`` (Space Ranger, Visium HD), ``metadata['microns_per_pixel']``,
+    else the spot diameter in µm (:func:`_spot_diameter_um`) over ``scalefactors['spot_diameter_fullres']``.
+    """
+    spatial = adata.uns.get(SPATIAL_KEY)
+    if not isinstance(spatial, Mapping) or len(spatial) == 0:
+        return None
+    lib = _library_id(adata, library_id)
+    entry = spatial[lib] if isinstance(spatial[lib], Mapping) else {}
+    where = f"uns['spatial'][{lib!r}]"
+    for part in (Key.uns.scalefactors, Key.uns.metadata):
+        if (v := _positive(dict(entry.get(part, {}) or {}).get("microns_per_pixel"))) is not None:
+            return v, f"{where}['{part}']['microns_per_pixel']"
+    um = _spot_diameter_um(adata, lib)
+    px = _positive(_scalefactors(adata, lib).get(Key.uns.spot_diameter))
+    if um is None or px is None:
+        return None
+    return um / px, f"spot diameter {um:g} µm / {where}['scalefactors']['{Key.uns.spot_diameter}'] ({px:g})"
 
 
 def _set_scanpy_spatial(

@@ -258,8 +258,9 @@ def test_hub_download_path(monkeypatch, small_weights):
 def test_gated_weights_need_a_token(monkeypatch, sdata):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(_backbones, "_hf_token", lambda token: token)
+    # patch_field="spot": this section records no µm per pixel, which UNI's default physical field would need
     with pytest.raises(ValueError, match=r"gated.*MahmoodLab/UNI.*HF_TOKEN.*weights="):
-        extract_uni(sdata, backbone="uni", progress_bar=False)
+        extract_uni(sdata, backbone="uni", patch_field="spot", progress_bar=False)
 
 
 # --------------------------------------------------------------------------------------------- colour order
@@ -338,10 +339,12 @@ def test_uni_spec_is_vit_large_1024d():
     """UNI: ViT-L/16 (24 blocks, 1024 wide), 1024-d on one 224-px patch, via the public call."""
     torch.manual_seed(0)
     sd = make_sdata(_image(), n_x=1, n_y=1)
-    extract_uni(sd, backbone="uni", pretrained=False, progress_bar=False)
+    # the section records no scale: µm per pixel given (UNI's default field is physical, 112 µm = 56 px here)
+    extract_uni(sd, backbone="uni", pretrained=False, microns_per_pixel=2.0, progress_bar=False)
     table = sd.tables["table"]
     assert table.obsm["X_uni"].shape == (1, 1024)
     assert table.uns["X_uni"]["params"]["size"] == 224
+    assert table.uns["X_uni"]["params"]["field_px"] == pytest.approx(56.0)
     spec = get_backbone_spec("uni")
     assert (spec.timm_name, spec.hub_repo, spec.hub_filename, spec.gated) == (
         "vit_large_patch16_224",

@@ -1,8 +1,16 @@
-"""Registry of image backbones (UNI, UNI2-h, ResNet50, DenseNet121, any timm model) and their loading.
+"""Registry of image backbones (UNI, UNI2-h, H-optimus-0, Virchow2, ResNet50, DenseNet121, any timm model) and
+their loading.
 
 Plain torch + timm: nothing here knows about AnnData. :func:`build_backbone` returns an ``nn.Module`` in eval
 mode that maps a normalised ``(n, 3, size, size)`` float batch to ``(n, dim)`` features, and the
-:class:`BackboneSpec` saying how to feed it (input size, RGB mean/std) and where its weights came from.
+:class:`BackboneSpec` saying how to feed it (input size, physical scale in µm per pixel, RGB mean/std) and where
+its weights came from.
+
+Only encoders that timm builds and whose published weights load into that timm model unchanged are registered.
+Phikon-v2 (Owkin, ViT-L/16 DINOv2) and Hibou-B/L (HistAI, DINOv2 with registers) are published in the Hugging Face
+``transformers`` layout (``Dinov2Model`` / a custom ``Dinov2ModelWithRegisters``): timm can build the
+architectures, but their weights need a key-by-key conversion that cannot be checked here (no ``transformers``,
+no weights), so they are left out rather than shipped untested.
 
 Weights are read from a local file (``.safetensors``, or ``.bin``/``.pt``/``.pth`` through
 ``torch.load(weights_only=True)``, which never unpickles arbitrary objects), downloaded from the Hugging Face
@@ -51,14 +59,26 @@ class BackboneSpec:
         (e.g. ``{"mlp_layer": "timm.layers.SwiGLUPacked"}``) so the registry imports neither timm nor torch.
     input_size
         Side in pixels of the square RGB input the weights were trained on.
+    microns_per_pixel
+        Physical scale (µm per input pixel) of the tiles the weights were trained on; ``None`` for models
+        without one (ImageNet CNNs, timm models outside the registry). With ``input_size`` it gives the
+        physical field of view a patch should cover (:attr:`field_um`).
     mean, std
         Per-channel RGB normalisation applied to ``[0, 1]`` pixel values.
     dim
         Output feature dimension (``None`` until built for timm models outside the registry).
+    pooling
+        How the ``(n, dim)`` features are pooled: ``"model"`` (what the timm model returns: its class token or
+        global average pool) or ``"cls+mean_patch"`` (class token concatenated with the mean of the patch tokens,
+        register tokens excluded; ``dim`` = 2 × the token width, as Virchow2's model card prescribes).
     hub_repo, hub_filename
         Hugging Face hub repository and file holding the weights (``None``: no public weights).
     gated
         Whether the hub repository needs an accepted licence and a user token.
+    licence
+        Licence of the weights, as stated on the model page.
+    source
+        Where the input size, µm per pixel and normalisation come from (model card, paper, config file).
     weights_source
         Set by :func:`build_backbone`: the local path, ``"hf-hub:<repo>/<file>"`` or ``"random-init"``.
     """
@@ -68,17 +88,31 @@ class BackboneSpec:
     timm_kwargs: Mapping[str, Any] = field(default_factory=dict)
     timm_layers: Mapping[str, str] = field(default_factory=dict)
     input_size: int = 224
+    microns_per_pixel: float | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     dim: int | None = None
+    pooling: str = "model"
     hub_repo: str | None = None
     hub_filename: str | None = None
     gated: bool = False
+    licence: str = ""
+    source: str = ""
     description: str = ""
     weights_source: str | None = None
 
+    @property
+    def field_um(self) -> float | None:
+        """Physical side (µm) of the field one input covers: ``microns_per_pixel`` × ``input_size``."""
+        return None if self.microns_per_pixel is None else float(self.microns_per_pixel) * self.input_size
 
-_VIT_HEAD_OFF = {"num_classes": 0}
+
+#: Values of :attr:`BackboneSpec.pooling`.
+POOLINGS = ("model", "cls+mean_patch")
+
+
+#: Physical scale of 20× whole-slide scans, the magnification the pathology encoders below were trained at.
+_MPP_20X = 0.5
 
 BACKBONES: dict[str, BackboneSpec] = {
     "uni": BackboneSpec(
@@ -92,10 +126,16 @@ BACKBONES: dict[str, BackboneSpec] = {
             "dynamic_img_size": True,
         },
         input_size=224,
+        microns_per_pixel=_MPP_20X,
         dim=1024,
         hub_repo="MahmoodLab/UNI",
         hub_filename="pytorch_model.bin",
         gated=True,
+        licence="CC-BY-NC-ND-4.0 (non-commercial, academic research; gated)",
+        source=(
+            "UNI paper (Chen et al., Nat. Med. 2024, Methods): Mass-100K tissue patches sampled at 20× "
+            "(≈0.5 µm/px); 224-px input and ImageNet mean/std from the MahmoodLab/UNI model card."
+        ),
         description="UNI (Chen et al. 2024), ViT-L/16 pretrained on 100k H&E slides; 1024-d.",
     ),
     "uni2-h": BackboneSpec(
@@ -116,11 +156,71 @@ BACKBONES: dict[str, BackboneSpec] = {
         },
         timm_layers={"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"},
         input_size=224,
+        microns_per_pixel=_MPP_20X,
         dim=1536,
         hub_repo="MahmoodLab/UNI2-h",
         hub_filename="pytorch_model.bin",
         gated=True,
+        licence="CC-BY-NC-ND-4.0 (non-commercial, academic research; gated)",
+        source=(
+            "MahmoodLab/UNI2-h model card: timm arguments, 224-px input, ImageNet mean/std. The card does not "
+            "restate the magnification; 0.5 µm/px (20×) is UNI's (Chen et al. 2024)."
+        ),
         description="UNI2-h, ViT-H/14 with 8 register tokens and SwiGLU MLPs (681M parameters); 1536-d.",
+    ),
+    "h-optimus-0": BackboneSpec(
+        name="h-optimus-0",
+        timm_name="vit_giant_patch14_reg4_dinov2",
+        timm_kwargs={
+            "img_size": 224,
+            "init_values": 1e-5,
+            "num_classes": 0,
+            "dynamic_img_size": False,
+        },
+        input_size=224,
+        microns_per_pixel=_MPP_20X,
+        mean=(0.707223, 0.578729, 0.703617),
+        std=(0.211883, 0.230117, 0.177517),
+        dim=1536,
+        hub_repo="bioptimus/H-optimus-0",
+        hub_filename="model.safetensors",
+        gated=True,
+        licence="Apache-2.0 (contact details shared on the hub to download)",
+        source=(
+            "bioptimus/H-optimus-0 model card and config.json: timm vit_giant_patch14_reg4_dinov2, "
+            "init_values=1e-5, fixed 224-px input extracted at 0.5 µm/px, H&E-specific mean/std, class-token "
+            "output (global_pool='token')."
+        ),
+        description="H-optimus-0 (Bioptimus 2024), ViT-g/14 with 4 registers (1.1B parameters); 1536-d.",
+    ),
+    "virchow2": BackboneSpec(
+        name="virchow2",
+        timm_name="vit_huge_patch14_224",
+        timm_kwargs={
+            "img_size": 224,
+            "init_values": 1e-5,
+            "num_classes": 0,
+            "reg_tokens": 4,
+            "mlp_ratio": 5.3375,
+            "global_pool": "",
+            "dynamic_img_size": True,
+        },
+        timm_layers={"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"},
+        input_size=224,
+        microns_per_pixel=_MPP_20X,
+        dim=2560,
+        pooling="cls+mean_patch",
+        hub_repo="paige-ai/Virchow2",
+        hub_filename="pytorch_model.bin",
+        gated=True,
+        licence="CC-BY-NC-ND-4.0 (non-commercial; gated)",
+        source=(
+            "paige-ai/Virchow2 model card and config.json: timm vit_huge_patch14_224 with SwiGLUPacked/SiLU, "
+            "4 registers, mlp_ratio 5.3375, 224-px input, ImageNet mean/std; embedding = class token ⊕ mean of "
+            "the patch tokens (2560-d). Virchow2 was trained on mixed magnifications (5×–40×, Zimmermann et "
+            "al. 2024): 0.5 µm/px (20×) is a choice, the scale of the original Virchow."
+        ),
+        description="Virchow2 (Paige 2024), ViT-H/14 with 4 registers and SwiGLU MLPs (632M parameters); 2560-d.",
     ),
     "resnet50": BackboneSpec(
         name="resnet50",
@@ -130,6 +230,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         dim=2048,
         hub_repo="timm/resnet50.tv_in1k",
         hub_filename="model.safetensors",
+        licence="BSD-3-Clause (torchvision weights)",
+        source="timm pretrained_cfg of resnet50.tv_in1k (ImageNet photographs: no physical scale).",
         description="ResNet50, torchvision ImageNet-1k weights; global average pooling, 2048-d.",
     ),
     "densenet121": BackboneSpec(
@@ -140,6 +242,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         dim=1024,
         hub_repo="timm/densenet121.tv_in1k",
         hub_filename="model.safetensors",
+        licence="BSD-3-Clause (torchvision weights)",
+        source="timm pretrained_cfg of densenet121.tv_in1k (ImageNet photographs: no physical scale).",
         description="DenseNet121, torchvision ImageNet-1k weights; global average pooling, 1024-d.",
     ),
 }
@@ -175,6 +279,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     input_size = 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     hub_repo = None
+    licence = ""
     if cfg is not None:
         size = getattr(cfg, "input_size", None)
         if size is not None:
@@ -182,6 +287,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         mean = tuple(float(v) for v in getattr(cfg, "mean", mean))  # type: ignore[assignment]
         std = tuple(float(v) for v in getattr(cfg, "std", std))  # type: ignore[assignment]
         hub_repo = getattr(cfg, "hf_hub_id", None) or None
+        licence = str(getattr(cfg, "license", None) or "")
     return BackboneSpec(
         name=name,
         timm_name=name,
@@ -192,6 +298,8 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         dim=None,
         hub_repo=hub_repo,
         hub_filename="model.safetensors" if hub_repo else None,
+        licence=licence,
+        source="timm pretrained_cfg (input size, mean/std); no physical scale recorded.",
         description=f"timm model {name!r} (classifier removed).",
     )
 
@@ -347,6 +455,17 @@ def download_weights(spec: BackboneSpec, *, token: str | None = None) -> str:
         ) from err
 
 
+def _pooled(model: nn.Module, spec: BackboneSpec) -> nn.Module:
+    """``model`` wrapped to return the embedding ``spec.pooling`` names (weights already loaded)."""
+    if spec.pooling == "model":
+        return model
+    if spec.pooling == "cls+mean_patch":
+        from ._pooling import ClsMeanPatchTokens
+
+        return ClsMeanPatchTokens(model)
+    raise ValueError(f"Backbone {spec.name!r} has pooling {spec.pooling!r}; expected one of {POOLINGS}.")
+
+
 def build_backbone(
     name: str,
     *,
@@ -359,8 +478,8 @@ def build_backbone(
     Parameters
     ----------
     name
-        A registered backbone (``"uni"``, ``"uni2-h"``, ``"resnet50"``, ``"densenet121"``) or any timm model
-        name (then pass ``weights=``).
+        A registered backbone (``"uni"``, ``"uni2-h"``, ``"h-optimus-0"``, ``"virchow2"``, ``"resnet50"``,
+        ``"densenet121"``; :func:`available_backbones`) or any timm model name (then pass ``weights=``).
     weights
         Local weights file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``), loaded strictly.
         ``None``: download the backbone's weights from the Hugging Face hub (or random init with
@@ -420,8 +539,12 @@ def build_backbone(
             "use this for tests and dry runs only.",
             spec.name,
         )
+    model = _pooled(model, spec)
     model.eval()
-    dim = int(getattr(model, "head_hidden_size", None) or getattr(model, "num_features", 0)) or spec.dim
+    if spec.pooling == "model":
+        dim = int(getattr(model, "head_hidden_size", None) or getattr(model, "num_features", 0)) or spec.dim
+    else:
+        dim = int(model.num_features)
     if spec.dim is not None and dim != spec.dim:
         raise RuntimeError(f"Backbone {spec.name!r} produced {dim}-d features, expected {spec.dim}.")
     return model, dataclasses.replace(spec, dim=dim, weights_source=source)

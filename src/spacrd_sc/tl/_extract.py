@@ -11,6 +11,7 @@ import numpy as np
 from .. import _validate
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
 from .._logging import logger
+from .._patch_field import resolve_patch_field
 from .._utils import _get_table, _progress, _resolve_device
 from ..model import build_backbone, get_backbone_spec
 
@@ -105,6 +106,8 @@ def extract_uni(
     num_workers: int = 0,
     device: str = "auto",
     size: int | None = None,
+    patch_field: str | float = "backbone",
+    microns_per_pixel: float | None = None,
     context: float = 1.0,
     image_key: str | None = None,
     table_key: str = TABLE_KEY,
@@ -116,9 +119,11 @@ def extract_uni(
 ) -> AnnData | None:
     """Histology features per spot from a pathology foundation model (UNI by default).
 
-    A square RGB patch is cropped around every spot (side = ``context`` × the spot diameter in image pixels,
-    padded at the image edges), resized to ``size``, normalised with the backbone's mean/std and fed to the
-    backbone; the pooled embedding is stored per spot.
+    A square RGB patch is cropped around every spot centre, padded at the image edges, resized to ``size``,
+    normalised with the backbone's mean/std and fed to the backbone; the pooled embedding is stored per spot.
+    By default the patch covers the physical field the backbone was trained on (UNI: 224 px at 0.5 µm/px, a
+    112 µm square), converted to image pixels with the section's µm per pixel; ``patch_field="spot"`` crops
+    the spot diameter instead (the earlier default; a legacy-ST spot is 100 µm across, a Visium spot 55 µm).
 
     Parameters
     ----------
@@ -127,8 +132,11 @@ def extract_uni(
         :mod:`spacrd_sc.io`), or an :class:`~anndata.AnnData` with an
         ``uns['spatial'][lib]['images']['hires']`` image (accepted with a warning: that image is downscaled).
     backbone
-        ``"uni"`` (ViT-L/16, 1024-d), ``"uni2-h"`` (ViT-H/14, 1536-d), ``"resnet50"``, ``"densenet121"``
-        or any timm model name (with ``weights=`` a local file).
+        ``"uni"`` (ViT-L/16, 1024-d), ``"uni2-h"`` (ViT-H/14, 1536-d), ``"h-optimus-0"`` (ViT-g/14, 1536-d),
+        ``"virchow2"`` (ViT-H/14, class token ⊕ mean patch token, 2560-d), ``"resnet50"``, ``"densenet121"``
+        or any timm model name (with ``weights=`` a local file). Each registered entry records its input size,
+        µm per pixel, normalisation, licence and where these come from
+        (:func:`spacrd_sc.model.get_backbone_spec`).
     weights
         Local weights file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``), loaded strictly.
         ``None``: download from the Hugging Face hub (UNI/UNI2-h are gated: accept the licence and
@@ -145,8 +153,25 @@ def extract_uni(
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
     size
         Side in pixels of the patch fed to the backbone; default: the backbone's input size (224).
+    patch_field
+        What a patch covers around each spot centre:
+
+        - ``"backbone"`` (default): the backbone's training field, its µm per pixel × input size (112 µm for
+          UNI, UNI2-h, H-optimus-0 and Virchow2). Backbones without a physical scale (ImageNet CNNs, other
+          timm models) fall back to ``"spot"``, with an info message.
+        - ``"spot"``: the spot diameter (``spot_diameter_fullres``), whatever the image resolution.
+        - a number: a side in µm.
+
+        A physical field needs the section's µm per pixel (``microns_per_pixel=``, else read from
+        ``uns['spatial'][library_id]``); when it is unknown a :class:`ValueError` says so before any work.
+    microns_per_pixel
+        µm per unit of ``obsm['spatial']`` (i.e. per full-resolution image pixel, what a scanner reports).
+        Default: ``scalefactors`` / ``metadata['microns_per_pixel']``, else the spot diameter in µm
+        (``metadata['spot_diameter_um']``, ``'bin_size_um'`` or the platform's) over
+        ``scalefactors['spot_diameter_fullres']``.
     context
-        Patch side as a multiple of the spot diameter (``1.0``: the spot itself).
+        Multiplies the patch side (``1.0``: the field itself; ``2.0`` with ``patch_field="spot"``: twice the
+        spot diameter).
     image_key
         Image element of the SpatialData; default: the one the reader recorded in
         ``uns['spatial'][library_id]['metadata']['image_key']`` (the full-resolution H&E), else the only image.
@@ -170,8 +195,11 @@ def extract_uni(
 
     - ``.obsm[key_added]``: ``float32`` array ``(n_spots, dim)``, rows in table order;
     - ``.uns[key_added]['params']``: ``backbone``, ``timm_model``, ``weights`` (local path,
-      ``"hf-hub:<repo>/<file>"`` or ``"random-init"``), ``size``, ``diameter_px``, ``context``, ``image_key``,
-      ``mean``, ``std``, ``precision``, ``device``, ``batch_size``.
+      ``"hf-hub:<repo>/<file>"`` or ``"random-init"``), ``size``, ``diameter_px`` (spot diameter in pixels of
+      the image read), ``context``, ``image_key``, ``mean``, ``std``, ``precision``, ``device``, ``batch_size``;
+      ``patch_field`` (the one used: ``"backbone"``, ``"spot"`` or a side in µm), ``microns_per_pixel`` (µm
+      per level-0 pixel of the image read; NaN when unknown), ``microns_per_pixel_source``, ``field_um`` and
+      ``field_px`` (the patch side actually cropped, in µm and in level-0 pixels, ``context`` included).
     An existing ``.obsm[key_added]`` written by spacrd_sc is overwritten with a warning; one it did not write
     is refused unless ``overwrite=True``.
     """
@@ -193,7 +221,7 @@ def extract_uni(
     if not isinstance(size, int | np.integer) or size < 8:
         raise ValueError(f"size must be an integer ≥ 8 (pixels), got {size!r}.")
     if not np.isfinite(context) or context <= 0:
-        raise ValueError(f"context must be a positive number (multiple of the spot diameter), got {context!r}.")
+        raise ValueError(f"context must be a positive number (multiple of the patch field), got {context!r}.")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     dev = _resolve_device(device)
@@ -205,12 +233,32 @@ def extract_uni(
     if SPATIAL_KEY in table.obsm:
         _validate.coordinates(table)
     _check_image(data, image_key)
+    field = resolve_patch_field(
+        table, patch_field, microns_per_pixel=microns_per_pixel, backbone_field_um=spec.field_um, backbone=spec.name
+    )
 
     from .._patch_reader import _PatchReader
 
-    reader = _PatchReader(data, size=int(size), image_key=image_key, table_key=table_key, context=float(context))
+    reader = _PatchReader(
+        data,
+        size=int(size),
+        image_key=image_key,
+        table_key=table_key,
+        context=field.spot_context * float(context),
+    )
     if len(reader) != table.n_obs:
         raise RuntimeError(f"The patch reader yields {len(reader)} patches for {table.n_obs} table rows.")
+    field_params = field.record(reader)
+    image_mpp = field_params["microns_per_pixel"]
+    if spec.microns_per_pixel is not None and image_mpp > 2 * spec.microns_per_pixel:
+        logger.warning(
+            "The image has %.3g µm per pixel, %.1f times coarser than the %.3g µm/px %r was trained on: its "
+            "patches are upsampled and carry less detail than the backbone expects.",
+            image_mpp,
+            image_mpp / spec.microns_per_pixel,
+            spec.microns_per_pixel,
+            spec.name,
+        )
 
     model, spec = build_backbone(backbone, weights=weights, pretrained=pretrained, token=token)
     if int(size) != spec.input_size and hasattr(model, "patch_embed") and not getattr(model, "dynamic_img_size", False):
@@ -271,6 +319,7 @@ def extract_uni(
         "precision": prec,
         "device": dev,
         "batch_size": int(batch_size),
+        **field_params,
     }
     adata.uns[key_added] = {"params": params}
     _validate.record_written(adata, written)

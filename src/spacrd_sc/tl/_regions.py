@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from .. import _validate
-from .._constants import SPATIAL_KEY, SPOT_DIAMETER_UM, TABLE_KEY, Key
+from .._constants import SPATIAL_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
-from .._spatial import _spot_diameter_px
+from .._spatial import _spot_diameter_px, _spot_diameter_um
 from .._utils import _get_table
 from ..model import ModelConfig
 from ._evaluate import _calls
@@ -50,9 +50,7 @@ def _um_per_px(adata: AnnData, library_id: str | None, spot_diameter_um: float |
         raise KeyError(f"{err.args[0]} Pass `um_per_px=`.") from err
     meta = spatial[library_id].get(Key.uns.metadata, {})
     if spot_diameter_um is None:
-        spot_diameter_um = meta.get("spot_diameter_um", meta.get("bin_size_um"))
-    if spot_diameter_um is None:
-        spot_diameter_um = SPOT_DIAMETER_UM.get(str(meta.get("platform", "")))
+        spot_diameter_um = _spot_diameter_um(adata, library_id)
     if spot_diameter_um is None:
         raise ValueError(
             f"Unknown spot diameter in µm for library {library_id!r} (platform {meta.get('platform')!r}); "
