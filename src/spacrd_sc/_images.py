@@ -40,6 +40,11 @@ _DIRECT_RESIZE_MAX_BYTES = 2**30
 # ----------------------------------------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------------------------------------
+def _format_bytes(n: float) -> str:
+    """``n`` bytes as ``"12.3 MiB"`` / ``"4.50 GiB"`` for log messages."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def _check_path(
     path: str | os.PathLike[str], what: str, *, kind: Literal["file", "dir"] = "file", hint: str = ""
 ) -> Path:
@@ -214,20 +219,20 @@ def _check_codec(file: Path, compression: Any, what: str) -> None:
         ) from None
 
 
-def _read_he_lazy(he_image: str | os.PathLike[str]) -> list[Any]:
+def _read_he_lazy(he_image: str | os.PathLike[str], what: str = "H&E image") -> list[Any]:
     """The levels of an H&E file, finest first, each ``(y, x, c)``: a TIFF / OME-TIFF / SVS pyramid lazily.
 
     Every level of series 0 of a TIFF (the stored pyramid of an OME-TIFF, SVS or tiled TIFF) becomes a dask
     array read tile by tile (no pixel is decoded here); an uncompressed contiguous level is memory-mapped
-    instead. Other files (PNG, JPEG) are read into memory as one level.
+    instead. Other files (PNG, JPEG) are read into memory as one level. ``what`` names the file in errors.
     """
-    file = _check_path(he_image, "H&E image")
+    file = _check_path(he_image, what)
     if not file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
         return [_read_image_file(file)]
     import dask.array as da
     import tifffile
 
-    tiff_levels = _tiff_levels(file)
+    tiff_levels = _tiff_levels(file, what)
     out: list[Any] = []
     for i, lv in enumerate(tiff_levels):
         axes, shape = lv.axes, tuple(lv.shape)
@@ -246,20 +251,22 @@ def _read_he_lazy(he_image: str | os.PathLike[str]) -> list[Any]:
             chunks = tuple(yx.get(a, s) for a, s in zip(axes, shape, strict=True))
         token = f"{file.resolve()}-{file.stat().st_mtime_ns}-{i}"
         arr = da.from_array(src, chunks=chunks, asarray=False, lock=False, name=f"tiff-{tifffile.__version__}-{token}")
-        out.append(_to_yxc(arr, axes, file))
+        out.append(_to_yxc(arr, axes, file, what))
     logger.info(
-        "H&E %s: %d pyramid level%s (%s), %s tiles, level 0 %.2f GiB decoded; read lazily, tile by tile.",
+        "H&E %s: %d pyramid level%s (%s), %s tiles of %d x %d px, level 0 %s decoded; read lazily, tile by tile.",
         file.name,
         len(out),
         "" if len(out) == 1 else "s",
         ", ".join(f"{a.shape[1]} x {a.shape[0]}" for a in out),
         getattr(tiff_levels[0].keyframe.compression, "name", "?"),
-        out[0].nbytes / 2**30,
+        out[0].chunksize[0],
+        out[0].chunksize[1],
+        _format_bytes(out[0].nbytes),
     )
     return out
 
 
-def _to_yxc(arr: Any, axes: str, file: Path) -> Any:
+def _to_yxc(arr: Any, axes: str, file: Path, what: str) -> Any:
     """A TIFF array with tifffile ``axes`` as ``(y, x[, c])``: singleton axes dropped, channel last."""
     channel = next((a for a in ("S", "C") if a in axes and arr.shape[axes.index(a)] > 1), None)
     index: list[Any] = []
@@ -271,9 +278,7 @@ def _to_yxc(arr: Any, axes: str, file: Path) -> Any:
         elif size == 1:
             index.append(0)
         else:
-            raise ValueError(
-                f"H&E image {str(file)!r} has a non-singleton {ax!r} axis (axes {axes}, shape {arr.shape})."
-            )
+            raise ValueError(f"{what} {str(file)!r} has a non-singleton {ax!r} axis (axes {axes}, shape {arr.shape}).")
     arr = arr[tuple(index)]
     order = [keep.index("Y"), keep.index("X")] + ([keep.index(channel)] if channel else [])
     return arr.transpose(order)

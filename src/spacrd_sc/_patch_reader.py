@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._constants import TABLE_KEY
-from ._images import _image_hw, _image_levels, _is_derived
+from ._images import _format_bytes, _image_hw, _image_levels, _is_derived
 from ._logging import logger
 from ._spatial import _spot_geometry, _spots_outside
 from ._utils import _get_table
@@ -157,7 +157,7 @@ class _PatchReader:
             )
         lv = self.levels[self.level]
         logger.info(
-            "Patches of %d px from level %d of image %r (%d x %d px, downsample %.3g, %.2f GiB decoded%s): "
+            "Patches of %d px from level %d of image %r (%d x %d px, downsample %.3g, %s decoded%s): "
             "a %.0f px field per spot.",
             self.size,
             self.level,
@@ -165,7 +165,7 @@ class _PatchReader:
             lv.width,
             lv.height,
             lv.downsample,
-            lv.data.nbytes / 2**30,
+            _format_bytes(lv.data.nbytes),
             "" if isinstance(lv.data, np.ndarray) else f", chunks {lv.data.chunksize[1]} x {lv.data.chunksize[2]} px",
             self.side_px,
         )

@@ -299,7 +299,7 @@ def legacy_st(
     image_element = None
     if image is not None:
         # a TIFF / OME-TIFF / SVS is read lazily, its stored pyramid levels kept; other files in memory
-        arr = _read_he_lazy(image) if isinstance(image, str | Path) else image
+        arr = _read_he_lazy(image, "Image file") if isinstance(image, str | Path) else image
         image_element = _image_model(arr)
         h, w = _image_hw(_image_levels(image_element)[0])
         _check_spots_inside(xy, diameter_px / 2, h, w, names=list(cnt.index))
