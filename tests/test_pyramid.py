@@ -228,6 +228,10 @@ def test_visium_fullres_pyramid(tmp_path):
     reader = _PatchReader(sdata, size=8)  # 22 px spots: 11 px on level 1
     assert reader.level == 1
     del fx
+    # a pyramid whose level 1 is no downsampled copy of level 0: refused before spatialdata-io reads anything
+    _write_levels(tmp_path / "v" / "tissue_image.tif", [full, full[::2, ::3].copy()])
+    with pytest.raises(ValueError, match=r"Full-resolution image .*tissue_image.tif.*pyramid level 1 \(400 x 600"):
+        visium(tmp_path / "v", fullres_image_file="tissue_image.tif")
 
 
 # ---------------------------------------------------------------------------------------------- extract_uni
