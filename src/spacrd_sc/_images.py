@@ -40,6 +40,11 @@ _DIRECT_RESIZE_MAX_BYTES = 2**30
 # ----------------------------------------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------------------------------------
+def _format_bytes(n: float) -> str:
+    """``n`` bytes as ``"12.3 MiB"`` / ``"4.50 GiB"`` for log messages."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def _check_path(
     path: str | os.PathLike[str], what: str, *, kind: Literal["file", "dir"] = "file", hint: str = ""
 ) -> Path:
@@ -104,35 +109,165 @@ def _read_image_file(path: str | Path) -> np.ndarray:
             return np.asarray(img)
 
 
-def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
-    """``(y, x, c)`` array of an H&E file; TIFF / OME-TIFF level 0 is read lazily (dask), others in memory.
+#: Downsample factors of one pyramid level may differ between y and x by this much (relative) before the
+#: pyramid is refused: rounding of odd sizes stays far below it.
+_LEVEL_ASPECT_TOL = 0.05
 
-    Tiled or stripped TIFFs are read tile by tile; a contiguous uncompressed one is memory-mapped.
+
+class _TiffLevel:
+    """One level of a TIFF series as a window-readable, picklable array (tifffile's zarr store underneath).
+
+    The file is opened on first read in each process (and reopened after a fork or unpickling), so DataLoader
+    workers never share a file handle (forked processes share the file offset) and pickling sends only the
+    path. ``memmap=True``: an uncompressed contiguous level is memory-mapped instead (one chunk would be the
+    whole image).
     """
-    file = _check_path(he_image, "H&E image")
-    if not file.name.lower().endswith((".tif", ".tiff", ".btf")):
-        return _read_image_file(file)
-    import dask.array as da
+
+    def __init__(
+        self, file: Path, series: int, level: int, shape: tuple[int, ...], dtype: Any, *, memmap: bool = False
+    ) -> None:
+        self.file, self.series, self.level, self.memmap = Path(file), int(series), int(level), bool(memmap)
+        self.shape, self.dtype, self.ndim = tuple(int(v) for v in shape), np.dtype(dtype), len(shape)
+        self._array: Any = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None, "_pid": -1}
+
+    def _open(self) -> Any:
+        if self._array is None or self._pid != os.getpid():
+            import tifffile
+
+            if self.memmap:
+                self._array = tifffile.memmap(self.file, series=self.series, level=self.level, mode="r")
+            else:
+                import zarr
+
+                store = tifffile.imread(self.file, aszarr=True, series=self.series, level=self.level)
+                self._array = zarr.open(store, mode="r")
+            self._pid = os.getpid()
+        return self._array
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self._open()[key])
+
+
+def _tiff_levels(file: Path, what: str = "H&E image") -> list[Any]:
+    """The pyramid levels (tifffile series levels, finest first) of series 0 of a TIFF; header only.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: not a readable TIFF; levels not ordered finest → coarsest; a level whose y and x
+        downsample factors differ (not a downsampled copy of level 0); levels with another axis layout or
+        channel count than level 0; a compression whose codec is not installed (JPEG tiles need
+        ``imagecodecs``).
+    """
     import tifffile
-    import zarr
 
     try:
         with tifffile.TiffFile(file) as tf:
-            axes = tf.series[0].axes
+            if not tf.series:
+                raise ValueError(f"{what} {str(file)!r} holds no image series.")
+            levels = list(tf.series[0].levels)
+            info = [(lv.shape, lv.axes, lv.dtype, lv.keyframe.compression) for lv in levels]
     except tifffile.TiffFileError as err:
-        raise ValueError(f"H&E image {str(file)!r} is not a readable TIFF ({err}).") from None
-    z = zarr.open(tifffile.imread(file, aszarr=True, series=0, level=0), mode="r")
-    if np.prod(z.chunks) * z.dtype.itemsize > _IN_MEMORY_WINDOW_BYTES:
-        # one huge chunk (a contiguous, untiled TIFF): every window would decode the whole image; an
-        # uncompressed one is memory-mapped instead, so a window reads only its own bytes
-        try:
-            arr = da.from_array(tifffile.memmap(file, series=0, level=0, mode="r"), chunks=IMAGE_CHUNK_PX)
-        except ValueError:  # compressed: no memory map possible
-            arr = da.from_zarr(z)
-    else:
-        arr = da.from_zarr(z)
-    if len(axes) != arr.ndim:  # unexpected layout: fall back to an eager read
-        return _read_image_file(file)
+        raise ValueError(f"{what} {str(file)!r} is not a readable TIFF ({err}).") from None
+    shape0, axes0, _, _ = info[0]
+    if "Y" not in axes0 or "X" not in axes0:
+        raise ValueError(f"{what} {str(file)!r} has no Y / X axes (axes {axes0!r}, shape {shape0}).")
+    h0, w0 = shape0[axes0.index("Y")], shape0[axes0.index("X")]
+    sizes = []
+    for i, (shape, axes, dtype, _) in enumerate(info):
+        rest0 = [s for a, s in zip(axes0, shape0, strict=True) if a not in "YX"]
+        rest = [s for a, s in zip(axes, shape, strict=True) if a not in "YX"]
+        if axes != axes0 or rest != rest0 or dtype != info[0][2]:
+            raise ValueError(
+                f"{what} {str(file)!r}: pyramid level {i} (axes {axes!r}, shape {shape}, {dtype}) does not match "
+                f"level 0 (axes {axes0!r}, shape {shape0}, {info[0][2]}): not a pyramid of one image."
+            )
+        sizes.append((shape[axes.index("Y")], shape[axes.index("X")]))
+    for i in range(1, len(sizes)):
+        (hp, wp), (h, w) = sizes[i - 1], sizes[i]
+        fy, fx = h0 / h, w0 / w
+        # a level of an odd-sized image is rounded up or down: allow one pixel of rounding either way
+        same = abs(fy - fx) <= _LEVEL_ASPECT_TOL * max(fy, fx) or abs(h0 / fx - h) <= 1 or abs(w0 / fy - w) <= 1
+        if not (h < hp and w < wp) or not same:
+            raise ValueError(
+                f"{what} {str(file)!r}: pyramid level {i} ({w} x {h} px) is not a downsampled copy of level 0 "
+                f"({w0} x {h0} px): downsample factors x {fx:.3g}, y {fy:.3g}"
+                + ("" if h < hp and w < wp else f", not smaller than level {i - 1} ({wp} x {hp} px)")
+                + ". Levels must shrink y and x by the same factor; re-export the pyramid."
+            )
+    _check_codec(file, info[0][3], what)
+    return levels
+
+
+def _check_codec(file: Path, compression: Any, what: str) -> None:
+    """:class:`ValueError` when tifffile cannot decode ``compression`` here (JPEG / JPEG 2000 need imagecodecs)."""
+    from tifffile import TIFF
+
+    if int(compression) == 1:  # uncompressed
+        return
+    try:
+        TIFF.DECOMPRESSORS[compression]  # resolves the codec (imagecodecs or tifffile's own) or fails
+    except (KeyError, ValueError, ImportError) as err:
+        name = getattr(compression, "name", str(compression))
+        raise ValueError(
+            f"{what} {str(file)!r} is {name}-compressed and no decoder for it is installed ({err}); "
+            "`pip install imagecodecs` adds JPEG, JPEG 2000, JPEG XR and LZW decoders."
+        ) from None
+
+
+def _read_he_lazy(he_image: str | os.PathLike[str], what: str = "H&E image") -> list[Any]:
+    """The levels of an H&E file, finest first, each ``(y, x, c)``: a TIFF / OME-TIFF / SVS pyramid lazily.
+
+    Every level of series 0 of a TIFF (the stored pyramid of an OME-TIFF, SVS or tiled TIFF) becomes a dask
+    array read tile by tile (no pixel is decoded here); an uncompressed contiguous level is memory-mapped
+    instead. Other files (PNG, JPEG) are read into memory as one level. ``what`` names the file in errors.
+    """
+    file = _check_path(he_image, what)
+    if not file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
+        return [_read_image_file(file)]
+    import dask.array as da
+    import tifffile
+
+    tiff_levels = _tiff_levels(file, what)
+    out: list[Any] = []
+    for i, lv in enumerate(tiff_levels):
+        axes, shape = lv.axes, tuple(lv.shape)
+        kf = lv.keyframe
+        chunk = (kf.tilelength, kf.tilewidth) if kf.is_tiled else (kf.rowsperstrip, shape[axes.index("X")])
+        contiguous = kf.is_contiguous and int(kf.compression) == 1
+        big_chunk = int(np.prod(chunk)) * kf.samplesperpixel * lv.dtype.itemsize > _IN_MEMORY_WINDOW_BYTES
+        memmap = contiguous and (big_chunk or not kf.is_tiled)
+        src = _TiffLevel(file, 0, i, shape, lv.dtype, memmap=memmap)
+        if memmap:
+            chunks: Any = tuple(IMAGE_CHUNK_PX if a in "YX" else s for a, s in zip(axes, shape, strict=True))
+        else:
+            yx = {"Y": min(chunk[0], shape[axes.index("Y")]), "X": min(chunk[1], shape[axes.index("X")])}
+            if int(np.prod(chunk)) * kf.samplesperpixel > _IN_MEMORY_WINDOW_BYTES:
+                yx = {"Y": IMAGE_CHUNK_PX, "X": IMAGE_CHUNK_PX}  # one big compressed strip: no better choice
+            chunks = tuple(yx.get(a, s) for a, s in zip(axes, shape, strict=True))
+        token = f"{file.resolve()}-{file.stat().st_mtime_ns}-{i}"
+        arr = da.from_array(src, chunks=chunks, asarray=False, lock=False, name=f"tiff-{tifffile.__version__}-{token}")
+        out.append(_to_yxc(arr, axes, file, what))
+    logger.info(
+        "H&E %s: %d pyramid level%s (%s), %s tiles of %d x %d px, level 0 %s decoded; read lazily, tile by tile.",
+        file.name,
+        len(out),
+        "" if len(out) == 1 else "s",
+        ", ".join(f"{a.shape[1]} x {a.shape[0]}" for a in out),
+        getattr(tiff_levels[0].keyframe.compression, "name", "?"),
+        out[0].chunksize[0],
+        out[0].chunksize[1],
+        _format_bytes(out[0].nbytes),
+    )
+    return out
+
+
+def _to_yxc(arr: Any, axes: str, file: Path, what: str) -> Any:
+    """A TIFF array with tifffile ``axes`` as ``(y, x[, c])``: singleton axes dropped, channel last."""
     channel = next((a for a in ("S", "C") if a in axes and arr.shape[axes.index(a)] > 1), None)
     index: list[Any] = []
     keep: list[str] = []
@@ -143,9 +278,7 @@ def _read_he_lazy(he_image: str | os.PathLike[str]) -> Any:
         elif size == 1:
             index.append(0)
         else:
-            raise ValueError(
-                f"H&E image {str(file)!r} has a non-singleton {ax!r} axis (axes {axes}, shape {arr.shape})."
-            )
+            raise ValueError(f"{what} {str(file)!r} has a non-singleton {ax!r} axis (axes {axes}, shape {arr.shape}).")
     arr = arr[tuple(index)]
     order = [keep.index("Y"), keep.index("X")] + ([keep.index(channel)] if channel else [])
     return arr.transpose(order)
@@ -167,7 +300,7 @@ def _auto_scale_factors(height: int, width: int) -> list[int]:
 
 
 def _image_model(
-    image: Any,
+    image: Any | Sequence[Any],
     *,
     scale_factors: Sequence[int] | Literal["auto"] | None = "auto",
     transformations: Mapping[str, Any] | None = None,
@@ -178,10 +311,14 @@ def _image_model(
     Parameters
     ----------
     image
-        numpy or dask array, ``(y, x, c)``, dtype uint8, 3 channels (a 4th alpha channel is dropped).
+        numpy or dask array, ``(y, x, c)``, dtype uint8, 3 channels (a 4th alpha channel is dropped); or a
+        list of such arrays, finest first: a stored pyramid (from :func:`_read_he_lazy`), whose levels become
+        ``scale0 … scaleN`` as they are (no level is recomputed; coarser levels are added by averaging 2 x 2
+        pixels until the longer side is ≤ 1024 px).
     scale_factors
         ``"auto"``: a multiscale pyramid (factors of 2) when the longer side exceeds 4096 px, a single
-        scale otherwise; a list of factors; or ``None``/``[]`` for a single scale.
+        scale otherwise; a list of factors; or ``None``/``[]`` for a single scale. Ignored for a stored
+        pyramid.
     transformations
         Mapping coordinate system → transformation; default: identity to ``"global"``.
     chunks
@@ -195,6 +332,10 @@ def _image_model(
     from spatialdata.models import Image2DModel
     from spatialdata.transformations import Identity
 
+    if isinstance(image, list | tuple):
+        if len(image) > 1:
+            return _stored_pyramid(image, transformations=transformations, chunks=chunks)
+        image = image[0]
     shape = tuple(getattr(image, "shape", ()))
     if len(shape) == 2:
         raise ValueError(f"The H&E image is grayscale (shape {shape}); an RGB image (height, width, 3) is required.")
@@ -233,6 +374,34 @@ def _image_model(
         transformations=dict(transformations),
         chunks=chunk_arg,
     )
+
+
+def _stored_pyramid(
+    levels: Sequence[Any], *, transformations: Mapping[str, Any] | None, chunks: int | None
+) -> xr.DataTree:
+    """A multiscale image element whose ``scale<i>`` is stored level ``i`` (see :func:`_image_model`)."""
+    import dask.array as da
+    import xarray as xr
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity, set_transformation
+    from spatialdata.transformations._utils import compute_coordinates
+
+    arrays = [_image_model(lv, scale_factors=None, chunks=chunks).data for lv in levels]
+    while max(arrays[-1].shape[1:]) > PYRAMID_COARSEST_PX:  # a sparse pyramid: add derived coarse levels
+        last = arrays[-1]
+        even = last[:, : last.shape[1] // 2 * 2, : last.shape[2] // 2 * 2]
+        even = even.rechunk((-1, IMAGE_CHUNK_PX, IMAGE_CHUNK_PX))  # even chunks: 2 x 2 blocks never straddle
+        arrays.append(da.coarsen(np.mean, even, {1: 2, 2: 2}).round().astype(np.uint8))
+    tree = xr.DataTree.from_dict(
+        {
+            f"scale{i}": xr.Dataset({"image": xr.DataArray(a, dims=("c", "y", "x"), coords={"c": ["r", "g", "b"]})})
+            for i, a in enumerate(arrays)
+        }
+    )
+    set_transformation(tree, dict(transformations or {GLOBAL_CS: Identity()}), set_all=True)
+    tree = compute_coordinates(tree)
+    Image2DModel.validate(tree)
+    return tree
 
 
 def _image_levels(element: Any) -> list[xr.DataArray]:

@@ -109,16 +109,17 @@ def _check_zip(file: Path, what: str) -> None:
 
 
 def _check_image(file: Path, what: str) -> None:
-    """:class:`ValueError` naming ``file`` when its header is not a readable TIFF / PNG / JPEG (no pixels read)."""
-    file = Path(file)
-    if file.name.lower().endswith((".tif", ".tiff", ".btf")):
-        import tifffile
+    """:class:`ValueError` naming ``file`` when its header is not a readable TIFF / PNG / JPEG (no pixels read).
 
-        try:
-            with tifffile.TiffFile(file):
-                return
-        except tifffile.TiffFileError as err:
-            raise ValueError(f"{what} {str(file)!r} is not a readable TIFF ({err}).") from None
+    A TIFF's pyramid is checked too (levels that are downsampled copies of level 0, a codec installed for
+    its tiles): see :func:`spacrd_sc._images._tiff_levels`.
+    """
+    file = Path(file)
+    if file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
+        from .._images import _tiff_levels
+
+        _tiff_levels(file, what)
+        return
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import IMAGE_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOT_DIAMETER_UM, SPOTS_KEY, TABLE_KEY
-from .._images import GLOBAL_CS, _check_path, _image_model, _read_image_file
+from .._images import GLOBAL_CS, _check_path, _image_hw, _image_levels, _image_model, _read_he_lazy
 from .._logging import logger
 from .._spatial import _add_scanpy_spatial, _check_spots_inside
 from ._checks import _check_finite_xy, _number
@@ -185,7 +185,8 @@ def legacy_st(
         such a DataFrame. ``pixel_x, pixel_y`` are spot centres in pixels of the full-resolution H&E.
     image
         Path to the H&E (jpg/png/tif), an ``(height, width, 3)`` uint8 numpy/dask array, or ``None``
-        for an image-less section. An alpha channel is dropped; other non-RGB images are rejected.
+        for an image-less section. An alpha channel is dropped; other non-RGB images are rejected. A TIFF /
+        OME-TIFF / SVS is read lazily, tile by tile, and its stored pyramid levels become the image's levels.
     library_id
         Key under ``uns['spatial']``; default: the counts file name without extension (e.g. ``"G2"``),
         or ``"legacy_st"`` for a DataFrame.
@@ -209,7 +210,7 @@ def legacy_st(
     :class:`~spatialdata.SpatialData` with
 
     - ``images['he']`` (only with ``image``): RGB uint8 ``(c, y, x)``, identity to ``"global"``;
-      multiscale when its longer side exceeds 4096 px.
+      multiscale when its longer side exceeds 4096 px or the file stores a pyramid.
     - ``shapes['spots']``: circles at the spot centres (global frame), column ``radius`` = spot radius in
       global pixels, integer index ``0..n-1``.
     - ``tables[table_key]``: AnnData annotating ``"spots"`` with
@@ -297,9 +298,10 @@ def legacy_st(
 
     image_element = None
     if image is not None:
-        arr = _read_image_file(image) if isinstance(image, str | Path) else image
+        # a TIFF / OME-TIFF / SVS is read lazily, its stored pyramid levels kept; other files in memory
+        arr = _read_he_lazy(image, "Image file") if isinstance(image, str | Path) else image
         image_element = _image_model(arr)
-        h, w = int(arr.shape[0]), int(arr.shape[1])
+        h, w = _image_hw(_image_levels(image_element)[0])
         _check_spots_inside(xy, diameter_px / 2, h, w, names=list(cnt.index))
 
     n = cnt.shape[0]

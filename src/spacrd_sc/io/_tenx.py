@@ -99,18 +99,19 @@ def _lazy_fullres(sdata: SpatialData, key: str | None, file: str | os.PathLike[s
 
     spatialdata-io decodes the whole TIFF in one dask task that every chunk depends on, so each patch
     window would decode the whole slide; :func:`~spacrd_sc._images._read_he_lazy` reads tiles / strips
-    (or memory-maps an uncompressed file). Same pixels, same transformations.
+    (or memory-maps an uncompressed file), and a stored pyramid (OME-TIFF, SVS, tiled TIFF) becomes the
+    element's levels. Same pixels, same transformations.
     """
     if key is None or file is None or key not in sdata.images:
         return
     file = Path(file)
-    if not file.name.lower().endswith((".tif", ".tiff", ".btf")):
+    if not file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
         return
     from spatialdata.transformations import get_transformation
 
     old = sdata.images[key]
     arr = _read_he_lazy(file)
-    if tuple(arr.shape[:2]) != _image_hw(_image_levels(old)[0]):
+    if tuple(arr[0].shape[:2]) != _image_hw(_image_levels(old)[0]):
         logger.debug("Full-resolution image %s does not match element %r; kept as read.", file, key)
         return
     transformations = get_transformation(old, get_all=True)
