@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, _distributed
 from .._logging import logger
 from ._folder import (
     CARD_FILE,
@@ -225,7 +225,8 @@ def _load_state(model: Any, tensors: dict[str, torch.Tensor]) -> None:
 
 def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool, card: str | None = None) -> Path:
     """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`; ``card``:
-    a model card's text, see :func:`write_model_dir`)."""
+    a model card's text, see :func:`write_model_dir`). Inside a ``torch.distributed`` process group only rank 0
+    writes; every rank returns once the folder is in place (or raises if writing failed)."""
     meta = {
         "config": model.config,
         "preprocessing": model.preprocessing,
@@ -236,7 +237,8 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool, card: st
         "training_config": model.training_config.to_dict(),
         "history": model.history,
     }
-    out = write_model_dir(path, _state(model), meta, overwrite=overwrite, card=card)
+    # with torch.distributed, rank 0 alone writes (every rank holds the same model) and the others wait for it
+    out = _distributed.on_main(write_model_dir, path, _state(model), meta, overwrite=overwrite, card=card)
     logger.info("SpaCRD saved to %s.", out)
     return out
 
