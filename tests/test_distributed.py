@@ -51,7 +51,6 @@ def test_helpers_without_a_process_group():
     assert _distributed.gather_with_grad(t, 3) is t
     net = torch.nn.Linear(2, 2)
     assert _distributed.ddp(net, "cpu") is net
-    assert _distributed.on_main(lambda a, *, k: a + k, 1, k=2) == 3
 
 
 def test_blocks_cover_everything_once():
@@ -138,8 +137,8 @@ def _small_model(folder: Path) -> Path:
     secs = {f"S{i}": make_section(f"S{i}", seed=i, depth=[1.0, 0.6][i], nx=14, ny=10) for i in range(2)}
     train = with_graph(ad.concat(secs, label="section"), "section")
     kw = {"device": "cpu", "progress_bar": False, "batch_size": 128}
-    model = sc_crd.tl.align(train, n_top_genes=60, epochs=1, model_kwargs=work.MODEL, **kw)
-    sc_crd.tl.fit_vrbca(train, model, epochs=3, fused_epochs=1, lr=5e-3, **kw)
+    model = sc_crd.tl.align(train, n_top_genes=60, epochs=1, model_kwargs=work.MODEL, amp=True, **kw)
+    sc_crd.tl.fit_vrbca(train, model, epochs=3, fused_epochs=1, lr=5e-3, amp=True, **kw)  # amp: no-op on the CPU
     model.save(folder)
     return folder
 
@@ -197,6 +196,7 @@ def test_score_zarr_in_process_and_bad_inputs(zarr_sections):
     model_dir, tables, folder = zarr_sections
     path = folder / "T0.zarr"
     model = sc_crd.SpaCRD.load(model_dir, device="cpu")
+    assert model.training_config.amp is True  # tl.align / tl.fit_vrbca pass amp to the TrainingConfig
     summary = sc_crd.tl.score_zarr(path, model, key_added="again")
     assert summary["key_added"] == "again"
     import spatialdata as sd
@@ -216,3 +216,41 @@ def test_score_zarr_in_process_and_bad_inputs(zarr_sections):
     (path / "tables" / "table_spacrd_backup").mkdir()
     with pytest.raises(ValueError, match="interrupted"):
         sc_crd.tl.score_zarr(path, model)
+
+
+def test_extract_zarr_writes_the_features_back(tmp_path, tiny_legacy_st):
+    import spatialdata as sd
+
+    sdata = sc_crd.io.legacy_st(tiny_legacy_st["counts"], tiny_legacy_st["spots"], tiny_legacy_st["image"])
+    path = tmp_path / "section.zarr"
+    sdata.write(path)
+    torch.manual_seed(0)
+    summary = sc_crd.tl.extract_zarr(path, **work.EXTRACT)
+    torch.manual_seed(0)
+    here = work.extract(sdata)  # the same backbone weights, in memory
+    back = sd.read_zarr(path)
+    np.testing.assert_array_equal(back.tables["table"].obsm["X_uni"], here)
+    np.testing.assert_array_equal(back.tables["table"].X.toarray(), sdata.tables["table"].X.toarray())
+    assert back.tables["table"].uns["X_uni"]["params"]["backbone"] == "resnet18"
+    assert set(back.images) == set(sdata.images) and set(back.shapes) == set(sdata.shapes)  # the rest untouched
+    assert summary == {**summary, "n_spots": here.shape[0], "dim": here.shape[1], "key_added": "X_uni"}
+    with pytest.raises(TypeError, match="`copy` is not accepted"):
+        sc_crd.tl.extract_zarr(path, copy=True)
+
+
+# ------------------------------------------------------------------------------------------------ one GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_training_on_cuda_as_good_as_fp32():
+    """``amp=True`` (bf16 autocast) trains on CUDA to the quality of fp32."""
+    secs = {f"S{i}": make_section(f"S{i}", seed=i, image_dim=16, depth=[1.0, 0.6][i]) for i in range(2)}
+    train = with_graph(ad.concat(secs, label="section"), "section")
+    target = with_graph(make_section("T", seed=11, image_dim=16, depth=0.8))
+    kw = {"device": "cuda", "progress_bar": False, "batch_size": 64}
+    aucs = {}
+    for amp in (False, True):
+        model = sc_crd.tl.align(train, n_top_genes=60, epochs=4, model_kwargs=work.MODEL, amp=amp, **kw)
+        sc_crd.tl.fit_vrbca(train, model, epochs=6, amp=amp, **kw)
+        scored = sc_crd.tl.cancer_score(target, model, copy=True)
+        aucs[amp] = roc_auc_score(target.obs["cancer"], scored.obs["spacrd_score"])
+    assert aucs[False] > 0.9 and aucs[True] >= aucs[False] - AUC_TOLERANCE, aucs

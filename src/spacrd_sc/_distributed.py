@@ -13,21 +13,27 @@ then notice the group through this module and split their work:
   contrastive stage gathers the embeddings of all ranks (:func:`gather_with_grad`), so its loss sees the whole
   global batch as one process would. After training, :func:`sync_module` copies rank 0's weights and buffers
   to every rank, so every rank holds the same model and gives the same scores.
-* files: :func:`on_main` runs a write on rank 0 only (``SpaCRD.save``) and tells every rank how it went.
+* files: ``SpaCRD.save`` writes on rank 0 only (:func:`is_main`); the other ranks return at once.
+
+The extraction and training functions make collective calls: call them on every rank (as a ``torchrun`` script
+does), never inside ``if rank == 0:``.
 
 Without an initialised group of more than one process every helper is a no-op, and the single-process code
 path runs unchanged.
+
+Same as one process: the extracted features (up to float rounding), the global batches, the contrastive loss and
+its gradient. Not bit-identical: the trained weights, because BatchNorm normalises each rank's part of a batch with
+that part's statistics (SyncBatchNorm needs CUDA; running statistics are rank 0's), the fusion losses are averaged
+per rank before DDP averages them, each rank draws dropout masks for its own part, and gradients are summed in
+another order. ``tests/test_distributed.py`` compares the model quality instead (AUC on a held-out section).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-
-T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------------------ the group
@@ -184,28 +190,3 @@ def sync_module(module: torch.nn.Module) -> None:
             buf = t.detach().to(dev)
             torch.distributed.broadcast(buf, src=0)
             t.copy_(buf.to(t.device))
-
-
-# ------------------------------------------------------------------------------------------------ files
-def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` on rank 0 only and return its (picklable) result on every rank.
-
-    Every rank waits for rank 0; if ``fn`` raises there, it raises on rank 0 and every other rank raises a
-    :class:`RuntimeError` quoting it (no rank hangs). In a single process this is ``fn(*args, **kwargs)``.
-    """
-    if not is_distributed():
-        return fn(*args, **kwargs)
-    box: list[Any] = [None, None]
-    error: BaseException | None = None
-    if is_main():
-        try:
-            box[0] = fn(*args, **kwargs)
-        except Exception as err:
-            error = err
-            box[1] = f"{type(err).__name__}: {err}"
-    torch.distributed.broadcast_object_list(box, src=0)
-    if error is not None:
-        raise error
-    if box[1] is not None:
-        raise RuntimeError(f"Rank 0 failed ({box[1]}).")
-    return box[0]

@@ -7,8 +7,9 @@ starts two processes that join a gloo group, then
    random weights differently, so only the package's weight broadcast makes the ranks agree);
 2. train a small SpaCRD model on ``<folder>/train.h5ad`` (DDP), score ``<folder>/target.h5ad`` on every rank and
    save the model (``model.save`` on every rank: rank 0 alone writes);
-3. rank 0 writes ``<folder>/result.npz``: the features, the target scores, the loss history, and whether every rank
-   got the same features, scores and history.
+3. check :func:`spacrd_sc._distributed.gather_with_grad`'s gradient on a known batch;
+4. rank 0 writes ``<folder>/result.npz``: the features, the target scores, the world size the model recorded, and
+   whether every rank got the same features, scores and loss history and the expected gradient.
 
 The test runs :func:`extract` and :func:`train_and_score` in one process on the same inputs and compares.
 """

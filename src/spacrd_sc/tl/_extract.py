@@ -179,7 +179,7 @@ def extract_uni(
     -----
     Inside an initialised :mod:`torch.distributed` process group (a script launched with ``torchrun``), each
     process runs the backbone on its own contiguous block of the batches and every process then holds the
-    features of all spots (see the "Several GPUs and many sections" page of the documentation).
+    features of all spots; call it on every process (see the "Several GPUs and many sections" page).
     """
     import torch
 
