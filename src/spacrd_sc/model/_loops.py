@@ -230,8 +230,8 @@ def train_fusion(
     groups = local_clusters(nbr_np, GROUP_SIZE, rng) if schedule.batching == "local" else None
     batch_size = int(min(schedule.batch_size, n))
     _check_world(batch_size, n)
-    # the discriminator takes no part in the L_fused-only epochs
     step = _FusionStep(net, (feats, nbr_t, y), loss_weights, schedule.amp)
+    # unused parameters: the discriminator takes no part in the L_fused-only epochs
     step = _distributed.ddp(step, device, find_unused_parameters=True)
     history: dict[str, list[float]] = defaultdict(list)
     bar = _bar(schedule.fusion_epochs, desc, progress_bar)
