@@ -125,7 +125,7 @@ ALLOWED = {
     "datasets": {"io", "model", "tl"},
     "model": set(),
 }
-MODEL_MAY_USE = {"_logging", "_utils", "__version__"}
+MODEL_MAY_USE = {"_logging", "_utils", "_distributed", "__version__"}  # _distributed: torch only
 ANNDATA_FACING = {"anndata", "spatialdata", "spatialdata_io", "scanpy", "squidpy"}
 PACKAGE_ROOT = Path(sc_crd.__file__).parent
 

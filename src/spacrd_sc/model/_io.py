@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, _distributed
 from .._logging import logger
 from ._folder import (
     CARD_FILE,
@@ -225,7 +225,9 @@ def _load_state(model: Any, tensors: dict[str, torch.Tensor]) -> None:
 
 def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool, card: str | None = None) -> Path:
     """Write a :class:`~spacrd_sc.model.SpaCRD` into directory ``path`` (body of :meth:`SpaCRD.save`; ``card``:
-    a model card's text, see :func:`write_model_dir`)."""
+    a model card's text, see :func:`write_model_dir`). Inside a ``torch.distributed`` process group only rank 0
+    writes; the other ranks return at once, without a collective call, so ``if rank == 0: model.save(...)`` works
+    too (call ``torch.distributed.barrier()`` before reading the folder on another rank)."""
     meta = {
         "config": model.config,
         "preprocessing": model.preprocessing,
@@ -236,6 +238,9 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool, card: st
         "training_config": model.training_config.to_dict(),
         "history": model.history,
     }
+    if not _distributed.is_main():  # torch.distributed: every rank holds the same model, rank 0 writes it
+        logger.debug("SpaCRD.save: rank %d leaves the writing of %s to rank 0.", _distributed.rank(), path)
+        return as_path(path)
     out = write_model_dir(path, _state(model), meta, overwrite=overwrite, card=card)
     logger.info("SpaCRD saved to %s.", out)
     return out

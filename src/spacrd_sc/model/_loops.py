@@ -3,6 +3,11 @@
 The loops take arrays, networks and a :class:`~spacrd_sc.model._config.TrainingConfig` and return networks,
 history and the parameters to record (:class:`Trained`); none of them touches a :class:`~spacrd_sc.SpaCRD`,
 which alone sets its own attributes (this module does not import it).
+
+Inside an initialised ``torch.distributed`` process group (``torchrun``) the training loops run data-parallel:
+every rank draws the same global batches and trains on its own contiguous part of each, through
+:class:`~torch.nn.parallel.DistributedDataParallel` (``spacrd_sc/_distributed.py`` says what is and is not the same
+as one process). Inference (:func:`infer`) is not split: every rank scores all spots.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from .. import _distributed
 from .._logging import logger
 from .._utils import _progress
 from ._config import ModelConfig, TrainingConfig
@@ -63,6 +70,79 @@ def _bar_desc(stage: str, member: int, k: int) -> str:
     return f"{stage}, network {member + 1}/{k}" if k > 1 else stage
 
 
+# ---------------------------------------------------------------------- several processes (torch.distributed)
+# With an initialised process group every rank draws the same global batches (same seed) and trains on its own
+# contiguous part of each; DDP averages the gradients. In one process the same code runs on whole batches.
+def _global_batches(
+    n: int, batch_size: int, rng: np.random.Generator, groups: list[np.ndarray] | None = None
+) -> list[np.ndarray]:
+    """:func:`epoch_batches`, with a trailing batch too small to leave 2 spots to every rank (BatchNorm) merged
+    into the one before (the same batches as :func:`epoch_batches` in one process)."""
+    batches = epoch_batches(n, batch_size, rng, groups)
+    if len(batches) > 1 and len(batches[-1]) < _distributed.min_global_batch():
+        batches[-2] = np.concatenate([batches[-2], batches.pop()])
+    return batches
+
+
+def _check_world(batch_size: int, n: int) -> None:
+    """Refuse a schedule that cannot give every rank at least 2 spots per batch."""
+    least = _distributed.min_global_batch()
+    if min(batch_size, n) < least:
+        raise ValueError(
+            f"Training on {_distributed.world_size()} processes needs at least {least} spots per batch (2 per "
+            f"process, for BatchNorm); got batch_size={batch_size} and {n} spots."
+        )
+
+
+class _AlignStep(nn.Module):
+    """Stage-1 forward of a batch (DDP needs one module whose ``forward`` runs every trained weight): the two
+    views' embeddings. With one encoder both views pass it together, so BatchNorm sees both."""
+
+    def __init__(self, encoders: list[nn.Module], views: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        self.views = views  # plain attributes, not buffers: DDP would broadcast buffers at every step
+
+    def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.views[0][idx], self.views[1][idx]
+        if len(self.encoders) == 2:
+            return self.encoders[0](a), self.encoders[1](b)
+        z = self.encoders[0](torch.cat([a, b]))
+        return z[: len(idx)], z[len(idx) :]
+
+
+class _FusionStep(nn.Module):
+    """Stages 2 + 3 losses of a batch of centre spots, as one module for DDP (the VAE loss reads the class prior
+    means, parameters that DDP must see used inside ``forward``): ``recon``, ``kl`` and ``fused`` with the VAE,
+    ``bce`` and ``cls`` when ``classify``."""
+
+    def __init__(
+        self,
+        net: SpaCRDNet,
+        data: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor],
+        loss_weights: tuple[float, float],
+        amp: bool,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.feats, self.neighbors, self.y = data  # plain attributes, as in _AlignStep
+        self.loss_weights, self.amp = loss_weights, amp
+
+    def forward(self, idx: torch.Tensor, classify: bool) -> dict[str, torch.Tensor]:
+        beta, gamma = self.loss_weights
+        yb = self.y[idx]
+        with autocast(idx.device.type, self.amp):
+            h, logit, recon, mu, logvar = _forward_batch(self.net, self.feats, idx, self.neighbors)
+        parts: dict[str, torch.Tensor] = {}
+        if self.net.vae is not None:
+            parts["recon"], parts["kl"] = self.net.vae.loss(h, recon.float(), mu.float(), logvar.float(), yb)
+            parts["fused"] = parts["recon"] + beta * parts["kl"]
+        if classify:
+            parts["bce"] = F.binary_cross_entropy_with_logits(logit.float(), yb.float())
+            parts["cls"] = parts["bce"] + gamma * parts["fused"] if "fused" in parts else parts["bce"]
+        return parts
+
+
 def train_alignment(
     net: SpaCRDNet,
     views: list[torch.Tensor],
@@ -90,26 +170,27 @@ def train_alignment(
     for e in encoders:
         e.train()
     n = views[0].shape[0]
+    _check_world(batch_size, n)
+    step = _distributed.ddp(_AlignStep(encoders, views), device)
     history: list[float] = []
     bar = _bar(epochs, desc, progress_bar)
     for _ in bar:
         total, seen = 0.0, 0
-        for b in epoch_batches(n, batch_size, rng):
-            idx = torch.from_numpy(b).to(device)
+        for b in _global_batches(n, batch_size, rng):
+            idx = torch.from_numpy(_distributed.rank_part(b)).to(device)
             with autocast(device, amp):
-                if len(encoders) == 2:
-                    za, zb = encoders[0](views[0][idx]), encoders[1](views[1][idx])
-                else:
-                    z = encoders[0](torch.cat([views[0][idx], views[1][idx]]))
-                    za, zb = z[: len(idx)], z[len(idx) :]
-                loss = info_nce(za.float(), zb.float(), temperature, alpha)
+                za, zb = step(idx)
+                # the loss of the whole global batch on every rank: in-batch negatives as in one process
+                za, zb = (_distributed.gather_with_grad(z.float(), len(b)) for z in (za, zb))
+                loss = info_nce(za, zb, temperature, alpha)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+            total += float(loss.detach()) * len(b)
+            seen += len(b)
         history.append(total / seen)
         bar.set_postfix(loss=f"{history[-1]:.4f}")
+    _distributed.sync_module(net)
     return history
 
 
@@ -142,44 +223,39 @@ def train_fusion(
     Returns per-epoch means: ``fused``, ``recon``, ``kl`` (every epoch, with the VAE), ``bce`` and ``cls``
     (classifier epochs).
     """
-    beta, gamma = loss_weights
     nbr_t, nbr_np = neighbors
     opt = torch.optim.Adam(net.parameters(), lr=schedule.fusion_lr)
     net.train()
     n = nbr_t.shape[0]
     groups = local_clusters(nbr_np, GROUP_SIZE, rng) if schedule.batching == "local" else None
     batch_size = int(min(schedule.batch_size, n))
+    _check_world(batch_size, n)
+    step = _FusionStep(net, (feats, nbr_t, y), loss_weights, schedule.amp)
+    # unused parameters: the discriminator takes no part in the L_fused-only epochs
+    step = _distributed.ddp(step, device, find_unused_parameters=True)
     history: dict[str, list[float]] = defaultdict(list)
     bar = _bar(schedule.fusion_epochs, desc, progress_bar)
     for epoch in bar:
         classify = net.vae is None or epoch >= schedule.fused_epochs
         sums: dict[str, float] = defaultdict(float)
         seen = 0
-        for b in epoch_batches(n, batch_size, rng, groups):
-            idx = torch.from_numpy(b).to(device)
-            yb = y[idx]
-            with autocast(device, schedule.amp):
-                h, logit, recon, mu, logvar = _forward_batch(net, feats, idx, nbr_t)
-            parts: dict[str, torch.Tensor] = {}
-            if net.vae is not None:
-                parts["recon"], parts["kl"] = net.vae.loss(h, recon.float(), mu.float(), logvar.float(), yb)
-                parts["fused"] = parts["recon"] + beta * parts["kl"]
-            if classify:
-                parts["bce"] = F.binary_cross_entropy_with_logits(logit.float(), yb.float())
-                parts["cls"] = parts["bce"] + gamma * parts["fused"] if "fused" in parts else parts["bce"]
-                loss = parts["cls"]
-            else:
-                loss = parts["fused"]
+        for b in _global_batches(n, batch_size, rng, groups):
+            idx = torch.from_numpy(_distributed.rank_part(b)).to(device)
+            parts = step(idx, classify)
+            loss = parts["cls"] if classify else parts["fused"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             for k, v in parts.items():
                 sums[k] += float(v.detach()) * len(idx)
             seen += len(idx)
-        for k, v in sums.items():
-            history[k].append(v / seen)
+        keys = list(sums)  # the same keys, in the same order, on every rank
+        totals = _distributed.all_reduce_sum(np.array([*(sums[k] for k in keys), seen], dtype=np.float64))
+        for k, v in zip(keys, totals[:-1], strict=True):
+            history[k].append(float(v / totals[-1]))
         shown = "cls" if classify else "fused"
         bar.set_postfix({shown: f"{history[shown][-1]:.4f}"})
+    _distributed.sync_module(net)
     return dict(history)
 
 
@@ -278,8 +354,9 @@ def _mean_history(hists: list[dict[str, list[float]]]) -> dict[str, list[float]]
 
 
 def _record(train: TrainingConfig, epochs: int, lr: float, n_members: int, device: str) -> dict[str, Any]:
-    """The settings of one stage as ``training_params`` records them."""
-    return {
+    """The settings of one stage as ``training_params`` records them (``world_size``: processes of a
+    ``torch.distributed`` run, recorded only when more than one)."""
+    record = {
         "epochs": int(epochs),
         "batch_size": train.batch_size,
         "lr": float(lr),
@@ -287,6 +364,9 @@ def _record(train: TrainingConfig, epochs: int, lr: float, n_members: int, devic
         "member_seeds": member_seeds(n_members, train.seed),
         "device": device,
     }
+    if _distributed.is_distributed():
+        record["world_size"] = _distributed.world_size()
+    return record
 
 
 def run_alignment(

@@ -7,6 +7,7 @@ from ._region_shapes import region_shapes
 from ._regions import tumour_regions
 from ._score import cancer_score
 from ._train import align, fit_vrbca
+from ._zarr import extract_zarr, score_zarr
 
 __all__ = [
     "FeatureSpec",
@@ -15,7 +16,9 @@ __all__ = [
     "evaluate",
     "evaluate_groups",
     "extract_uni",
+    "extract_zarr",
     "fit_vrbca",
     "region_shapes",
+    "score_zarr",
     "tumour_regions",
 ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _validate
+from .. import _distributed, _validate
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY, TABLE_KEY
 from .._logging import logger
 from .._patch_field import resolve_patch_field
@@ -202,6 +202,12 @@ def extract_uni(
       ``field_px`` (the patch side actually cropped, in µm and in level-0 pixels, ``context`` included).
     An existing ``.obsm[key_added]`` written by spacrd_sc is overwritten with a warning; one it did not write
     is refused unless ``overwrite=True``.
+
+    Notes
+    -----
+    Inside an initialised :mod:`torch.distributed` process group (a script launched with ``torchrun``), each
+    process runs the backbone on its own contiguous block of the batches and every process then holds the
+    features of all spots; call it on every process (see the "Several GPUs and many sections" page).
     """
     import torch
 
@@ -269,11 +275,16 @@ def extract_uni(
 
     # ---- run
     model = model.to(dev)
+    if not pretrained:  # with torch.distributed, every rank runs rank 0's random weights
+        _distributed.sync_module(model)
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     on_cuda = dev.startswith("cuda")
+    batches = _PatchBatches(reader, int(batch_size))
+    # with torch.distributed, each rank runs one contiguous block of the batches (all of them in one process)
+    mine = _distributed.block(len(batches))
     loader = torch.utils.data.DataLoader(
-        _PatchBatches(reader, int(batch_size)),
+        torch.utils.data.Subset(batches, mine),
         batch_size=None,
         shuffle=False,
         num_workers=int(num_workers),
@@ -283,7 +294,8 @@ def extract_uni(
     autocast = torch.autocast(device_type="cuda" if on_cuda else "cpu", dtype=amp_dtype, enabled=amp_dtype is not None)
 
     n = table.n_obs
-    feats = np.empty((n, int(spec.dim)), dtype=np.float32)
+    rows = range(mine.start * int(batch_size), min(mine.stop * int(batch_size), n))  # the spots of those batches
+    feats = np.empty((len(rows), int(spec.dim)), dtype=np.float32)
     start, t0 = 0, time.perf_counter()
     with torch.inference_mode(), autocast:
         for batch in _progress(loader, total=len(loader), disable=not progress_bar, desc=f"{spec.name} features"):
@@ -291,8 +303,9 @@ def extract_uni(
             k = out.shape[0]
             feats[start : start + k] = out.float().cpu().numpy()
             start += k
-    if start != n:
-        raise RuntimeError(f"Extracted {start} feature rows for {n} spots.")
+    if start != len(rows):
+        raise RuntimeError(f"Extracted {start} feature rows for {len(rows)} spots.")
+    feats = _distributed.gather_rows(feats)  # every rank gets the features of all spots, in table order
     logger.info(
         "extract_uni: %d patches with %r on %s (%s) in %.1f s.",
         n,

@@ -42,6 +42,7 @@ def align(
     batch_size: int = TrainingConfig.batch_size,
     lr: float = TrainingConfig.align_lr,
     device: str = "auto",
+    amp: bool = TrainingConfig.amp,
     seed: int = TrainingConfig.seed,
     progress_bar: bool | None = None,
     table_key: str = TABLE_KEY,
@@ -87,6 +88,8 @@ def align(
         Stage-1 schedule (:class:`~spacrd_sc.model.TrainingConfig`); ``epochs=None``: 5 for the image-less model,
         20 for the image-gene alignment.
     {device}
+    amp
+        bf16 autocast on CUDA (ignored on the CPU; :class:`~spacrd_sc.model.TrainingConfig` ``amp``).
     {seed}
     {progress_bar}
     {table_key}
@@ -95,6 +98,12 @@ def align(
     -------
     A :class:`~spacrd_sc.SpaCRD` with its encoders trained (``model.is_aligned``), its gene list in
     ``model.genes`` and its preprocessing settings in ``model.preprocessing``. ``data`` is not modified.
+
+    Notes
+    -----
+    Inside an initialised :mod:`torch.distributed` process group (a script launched with ``torchrun``) training is
+    data-parallel (DDP): each process trains on its part of every batch and all end with the same model; call it
+    on every process (see the "Several GPUs and many sections" page).
     """
     adata = _validate.table(_get_table(data, table_key), min_spots=_validate.MIN_TRAIN_SPOTS, what="training")
     if scaling not in SCALINGS:
@@ -135,7 +144,7 @@ def align(
         preprocessing=spec.preprocessing(),
         **dict(model_kwargs or {}),
     )
-    train = TrainingConfig(align_epochs=epochs, align_lr=lr, batch_size=batch_size, seed=seed)
+    train = TrainingConfig(align_epochs=epochs, align_lr=lr, batch_size=batch_size, seed=seed, amp=amp)
     arrays = model_arrays(adata, spec)
     logger.info(
         "Stage 1 on %d spots, %d sections, %d genes, %s.",
@@ -168,6 +177,7 @@ def fit_vrbca(
     batch_size: int = TrainingConfig.batch_size,
     lr: float = TrainingConfig.fusion_lr,
     device: str = "auto",
+    amp: bool = TrainingConfig.amp,
     seed: int = TrainingConfig.seed,
     progress_bar: bool | None = None,
     key_added: str = SCORE_KEY,
@@ -190,6 +200,8 @@ def fit_vrbca(
         Schedule (:class:`~spacrd_sc.model.TrainingConfig`): the first ``fused_epochs`` (default: half)
         optimise the fusion loss only, the rest the classification loss.
     {device}
+    amp
+        bf16 autocast on CUDA (ignored on the CPU; :class:`~spacrd_sc.model.TrainingConfig` ``amp``).
     {seed}
     {progress_bar}
     key_added
@@ -207,6 +219,12 @@ def fit_vrbca(
 
     ``obsm[f"X_{key_added}"]``
         float32 (n_spots, 512): fused embedding h* of every source spot (``X_spacrd`` by default).
+
+    Notes
+    -----
+    Inside an initialised :mod:`torch.distributed` process group (a script launched with ``torchrun``) training is
+    data-parallel (DDP): each process trains on its part of every batch and all end with the same model; call it
+    on every process (see the "Several GPUs and many sections" page).
     """
     adata = _validate.table(_get_table(data, table_key), min_spots=_validate.MIN_TRAIN_SPOTS, what="training")
     spec = FeatureSpec.of(model).replace(neighbors_key=neighbors_key, library_key=library_key)
@@ -219,6 +237,7 @@ def fit_vrbca(
         fusion_lr=lr,
         batch_size=batch_size,
         seed=seed,
+        amp=amp,
     )
     _validate.graph(adata, spec.neighbors_key, library_key=spec.library_key)
     emb_key = Key.embedding(key_added)
