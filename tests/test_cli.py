@@ -188,16 +188,9 @@ def test_score_visium_zarr_and_a_broken_input(runs: Path, trained: tuple, tmp_pa
         assert classes == {"tumour", "boundary"}
         assert (out / f"{name}_score.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-def test_score_overwrite_and_debug(runs: Path, trained: tuple, tmp_path: Path) -> None:
-    model, _ = trained
-    out = tmp_path / "o"
-    first = run("score", runs / "runC", "--model", model, "--out", out, "--quiet")
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith("runC: 522 spots") and "INFO" not in first.stderr
+    # outputs are never replaced without --overwrite: refused before any work, files untouched
     png = out / "runC_score.png"
     stamp = png.stat().st_mtime_ns
-
     refused = run("score", runs / "runC", "--model", model, "--out", out)
     assert refused.returncode == 1 and refused.stdout == ""
     assert errors(refused) == [
@@ -206,8 +199,13 @@ def test_score_overwrite_and_debug(runs: Path, trained: tuple, tmp_path: Path) -
     ]
     assert png.stat().st_mtime_ns == stamp
     again = run("score", runs / "runC", "--model", model, "--out", out, "--overwrite", "--quiet")
-    assert again.returncode == 0 and png.stat().st_mtime_ns != stamp
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("runC: 522 spots, ") and "INFO" not in again.stderr
+    assert png.stat().st_mtime_ns != stamp
+    assert spatialdata.read_zarr(out / "runC.zarr").tables["table"].n_obs == 522
 
+
+def test_debug_shows_the_traceback(runs: Path, tmp_path: Path) -> None:
     absent = tmp_path / "no_model"
     plain = run("score", runs / "runC", "--model", absent, "--out", tmp_path / "x")
     debug = run("score", runs / "runC", "--model", absent, "--out", tmp_path / "x", "--debug")

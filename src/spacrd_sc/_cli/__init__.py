@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ._inputs import PLATFORMS, RULES
-from ._run import FAILED, USAGE, quiet_libraries, report, setup
+from ._run import FAILED, USAGE, report, setup
 
 PROG = "spacrd-sc"
 
@@ -161,7 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         progress = setup(quiet=args.quiet, debug=args.debug, device=args.device)
-        quiet_libraries(args.debug)
         return COMMANDS[args.command](args, progress)
     except KeyboardInterrupt:
         print("spacrd-sc: interrupted", file=sys.stderr)

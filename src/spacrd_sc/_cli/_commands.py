@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _inputs
-from ._run import FAILED, OK, report
+from ._run import FAILED, OK, quiet_libraries, report
 
 logger = logging.getLogger("spacrd_sc")
 
@@ -104,6 +104,7 @@ def score(args: argparse.Namespace, progress: bool) -> int:
         if outputs[s.name][0].resolve() == s.path.resolve():
             raise ValueError(f"The output {outputs[s.name][0]} is the input itself; pass another --out.")
     _refuse_existing([p for paths in outputs.values() for p in paths], args.overwrite)
+    quiet_libraries(args.debug)
     model = None
     if args.model != READY_MODEL:  # checked once, before any section is read
         model = _load_model(args.model, args.device)
@@ -197,18 +198,20 @@ def _check_labels(args: argparse.Namespace, n: int) -> tuple[list[str], list[str
 
 
 def train(args: argparse.Namespace, progress: bool) -> int:
-    import anndata as ad
+    t0 = time.perf_counter()
+    out = Path(args.out).expanduser()
+    sections = _inputs.plan(args.inputs, args.platform)
+    labels, classes = _check_labels(args, len(sections))
+    for s in sections:  # every input is needed: a missing or unknown folder fails before any work
+        s.platform = s.platform or _inputs.detect_platform(s.path)
+    _refuse_existing([out], args.overwrite)
+    quiet_libraries(args.debug)
+    import anndata as ad  # the libraries load once the cheap checks passed
     import numpy as np
     import pandas as pd
     import squidpy as sq
 
     import spacrd_sc as sc_crd
-
-    t0 = time.perf_counter()
-    out = Path(args.out).expanduser()
-    sections = _inputs.plan(args.inputs, args.platform)
-    labels, classes = _check_labels(args, len(sections))
-    _refuse_existing([out], args.overwrite)
 
     tables = {}
     for s, source in zip(sections, labels, strict=True):
@@ -250,12 +253,6 @@ def train(args: argparse.Namespace, progress: bool) -> int:
 
 # ---------------------------------------------------------------------------------------------------- demo
 def demo(args: argparse.Namespace, progress: bool) -> int:
-    import anndata as ad
-    import pandas as pd
-    import squidpy as sq
-
-    import spacrd_sc as sc_crd
-
     t0 = time.perf_counter()
     out = Path(args.out).expanduser()
     target = args.target.strip().upper()
@@ -269,6 +266,13 @@ def demo(args: argparse.Namespace, progress: bool) -> int:
         "metrics": out / "metrics.json",
     }
     _refuse_existing(list(files.values()), args.overwrite)
+    quiet_libraries(args.debug)
+    import anndata as ad  # the libraries load once the cheap checks passed
+    import pandas as pd
+    import squidpy as sq
+
+    import spacrd_sc as sc_crd
+
     logger.info("Reading her2st sections %s (held out: %s).", ", ".join(sources), target)
     tsdata = sc_crd.datasets.her2st(target)  # the held-out section first: a bad name fails before any training
     tables = {s: sc_crd.datasets.her2st(s).tables["table"] for s in sources}

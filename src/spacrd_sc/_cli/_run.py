@@ -56,7 +56,8 @@ def setup(*, quiet: bool, debug: bool, device: str) -> bool:
 
 
 def quiet_libraries(debug: bool) -> None:
-    """spatialdata (and squidpy through it) log INFO lines with terminal colour codes; keep their warnings only."""
+    """spatialdata (and squidpy through it) log INFO lines with terminal colour codes; keep their warnings only.
+    Called by each command once its cheap checks passed (importing spatialdata takes seconds)."""
     if not debug:
         import spatialdata  # noqa: F401  (configures its logger on import)
 
