@@ -26,6 +26,8 @@ CLI = ROOT / "src" / "spacrd_sc" / "_cli"
 CENTRE, RADIUS = np.array([450.0, 520.0]), 260.0
 #: Quick training for tests (the API's defaults are 5 + 8 epochs and a 3-network ensemble).
 QUICK = ["--epochs", "2", "--members", "1", "--device", "cpu"]
+#: A small timm network for the H&E feature path (random weights: the features are meaningless).
+TINY_BACKBONE = "mobilenetv3_small_050"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -215,6 +217,33 @@ def test_debug_shows_the_traceback(runs: Path, tmp_path: Path) -> None:
         assert err.startswith("spacrd-sc: error: FileNotFoundError:") and str(absent) in err
     assert "Traceback" not in plain.stderr
     assert "Traceback (most recent call last)" in debug.stderr and debug.stderr.rstrip().endswith(err)
+
+
+@pytest.mark.slow
+def test_train_and_score_with_he_features(runs: Path, trained: tuple, tmp_path: Path) -> None:
+    """``--backbone`` / ``--weights``: H&E patch features of a small timm network (random weights written to a
+    local file) at training and at scoring; scoring that model without them is refused before any section."""
+    import timm
+    import torch
+
+    weights = tmp_path / "tiny.pth"
+    net = timm.create_model(TINY_BACKBONE, pretrained=False, num_classes=0)
+    torch.save(net.state_dict(), weights)
+    dim = int(net.eval()(torch.zeros(1, 3, 224, 224)).shape[1])  # the pooled feature size (1024 here)
+    he = ["--backbone", TINY_BACKBONE, "--weights", weights]
+    model = tmp_path / "he_model"
+    proc = run("train", runs / "runA.zarr", "--labels", "cancer", "--out", model, *QUICK, *he)
+    assert proc.returncode == 0, proc.stderr
+    assert f"60 genes, {dim} H&E features ({TINY_BACKBONE})" in proc.stdout
+    assert f"{TINY_BACKBONE} (tiny.pth)" in (model / "README.md").read_text()
+
+    out = tmp_path / "o"
+    refused = run("score", runs / "runC", "--model", model, "--out", out)
+    assert refused.returncode == 1 and f"uses {dim} H&E features per spot: pass --backbone" in errors(refused)[0]
+    assert not out.exists()
+    scored = run("score", runs / "runC", "--model", model, "--out", out, *he)
+    assert scored.returncode == 0, scored.stderr
+    assert scored.stdout.startswith("runC: 522 spots, ") and "runC: H&E features with" in scored.stderr
 
 
 @pytest.mark.realdata
