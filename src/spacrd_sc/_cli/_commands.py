@@ -134,18 +134,18 @@ def score(args: argparse.Namespace, progress: bool) -> int:
             n_regions = _regions_and_geojson(s, geojson)
             _score_map(s.sdata, png, s.table_key)
             s.sdata.write(zarr, overwrite=True)
+            t = s.table
+            share = float(t.obs["spacrd_cancer"].mean())
+            print(
+                f"{s.name}: {t.n_obs} spots, {share:.1%} called cancer, {n_regions} tumour region(s), "
+                f"{time.perf_counter() - t0:.1f} s -> {zarr}",
+                flush=True,
+            )
         except Exception as err:  # one failed section does not lose the others
             failed.append(s.name)
             report(err, debug=args.debug, prefix=f"{s.name}: ")
-            continue
-        t = s.table
-        share = float(t.obs["spacrd_cancer"].mean())
-        print(
-            f"{s.name}: {t.n_obs} spots, {share:.1%} called cancer, {n_regions} tumour region(s), "
-            f"{time.perf_counter() - t0:.1f} s -> {zarr}",
-            flush=True,
-        )
-        s.sdata = None  # free the section before the next one
+        finally:
+            s.sdata = None  # free the section before the next one
     if failed:
         logger.error("%d of %d input(s) failed: %s.", len(failed), len(sections), ", ".join(failed))
         return FAILED
