@@ -11,8 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._inputs import PLATFORMS, RULES
 from ._run import FAILED, USAGE, report, setup
+from ._sections import PLATFORMS, RULES
 
 PROG = "spacrd-sc"
 

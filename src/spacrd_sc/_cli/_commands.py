@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _inputs
+from . import _sections
 from ._run import FAILED, OK, quiet_libraries, report
 
 logger = logging.getLogger("spacrd_sc")
@@ -44,7 +44,7 @@ def _threshold(value: str) -> str | float:
         return value
 
 
-def _regions_and_geojson(section: _inputs.Section, geojson: Path) -> int:
+def _regions_and_geojson(section: _sections.Section, geojson: Path) -> int:
     """Tumour regions, their polygons and the QuPath GeoJSON of ``section``; returns the number of regions."""
     import spacrd_sc as sc_crd
 
@@ -95,7 +95,7 @@ def score(args: argparse.Namespace, progress: bool) -> int:
     import spacrd_sc as sc_crd
 
     out = Path(args.out).expanduser()
-    sections = _inputs.plan(args.inputs, args.platform)
+    sections = _sections.plan(args.inputs, args.platform)
     outputs = {
         s.name: (out / f"{s.name}.zarr", out / f"{s.name}_regions.geojson", out / f"{s.name}_score.png")
         for s in sections
@@ -116,7 +116,7 @@ def score(args: argparse.Namespace, progress: bool) -> int:
         t0 = time.perf_counter()
         zarr, geojson, png = outputs[s.name]
         try:
-            _inputs.read(s, bin_size_um=args.bin_size_um)
+            _sections.read(s, bin_size_um=args.bin_size_um)
             m = model
             if m is None:  # the ready model, matched to this section's genes (cached per gene set)
                 m = sc_crd.datasets.her2st_model(
@@ -127,7 +127,7 @@ def score(args: argparse.Namespace, progress: bool) -> int:
                     progress_bar=progress,
                 )
             backbone = args.backbone if not m.image_less else None
-            _inputs.prepare(s, backbone=backbone, weights=args.weights, device=args.device, progress=progress)
+            _sections.prepare(s, backbone=backbone, weights=args.weights, device=args.device, progress=progress)
             sc_crd.tl.cancer_score(
                 s.sdata, m, threshold=_threshold(args.threshold), seed=args.seed, table_key=s.table_key
             )
@@ -153,7 +153,7 @@ def score(args: argparse.Namespace, progress: bool) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- train
-def _labels_of(section: _inputs.Section, source: str, classes: list[str] | None) -> Any:
+def _labels_of(section: _sections.Section, source: str, classes: list[str] | None) -> Any:
     """Boolean cancer labels of ``section`` from an obs column or a QuPath GeoJSON (``classes``: the cancer classes
     of a GeoJSON or of a column of categories / text; a bool or 0/1 column is used as it is)."""
     import pandas as pd
@@ -200,10 +200,10 @@ def _check_labels(args: argparse.Namespace, n: int) -> tuple[list[str], list[str
 def train(args: argparse.Namespace, progress: bool) -> int:
     t0 = time.perf_counter()
     out = Path(args.out).expanduser()
-    sections = _inputs.plan(args.inputs, args.platform)
+    sections = _sections.plan(args.inputs, args.platform)
     labels, classes = _check_labels(args, len(sections))
     for s in sections:  # every input is needed: a missing or unknown folder fails before any work
-        s.platform = s.platform or _inputs.detect_platform(s.path)
+        s.platform = s.platform or _sections.detect_platform(s.path)
     _refuse_existing([out], args.overwrite)
     quiet_libraries(args.debug)
     import anndata as ad  # the libraries load once the cheap checks passed
@@ -215,9 +215,9 @@ def train(args: argparse.Namespace, progress: bool) -> int:
 
     tables = {}
     for s, source in zip(sections, labels, strict=True):
-        _inputs.read(s, bin_size_um=args.bin_size_um)
+        _sections.read(s, bin_size_um=args.bin_size_um)
         features = {"backbone": args.backbone, "weights": args.weights, "device": args.device}
-        _inputs.prepare(s, **features, progress=progress, graph=False)
+        _sections.prepare(s, **features, progress=progress, graph=False)
         t = s.table
         obsm = {"spatial": np.asarray(t.obsm["spatial"])}
         if args.backbone is not None:
@@ -226,7 +226,7 @@ def train(args: argparse.Namespace, progress: bool) -> int:
         tables[s.name] = ad.AnnData(t.X, obs=pd.DataFrame({LABEL: y}, index=t.obs_names), var=t.var[[]], obsm=obsm)
         s.sdata = None
     adata = ad.concat(tables, label="section", join="inner", index_unique="-")
-    sq.gr.spatial_neighbors_knn(adata, library_key="section", n_neighs=_inputs.N_NEIGHS)
+    sq.gr.spatial_neighbors_knn(adata, library_key="section", n_neighs=_sections.N_NEIGHS)
     kw = _schedule(args, progress)
     image_key = "X_uni" if args.backbone is not None else None
     model = sc_crd.tl.align(adata, image_key=image_key, **kw)
@@ -277,7 +277,7 @@ def demo(args: argparse.Namespace, progress: bool) -> int:
     tsdata = sc_crd.datasets.her2st(target)  # the held-out section first: a bad name fails before any training
     tables = {s: sc_crd.datasets.her2st(s).tables["table"] for s in sources}
     adata = ad.concat(tables, label="section", join="inner", index_unique="-")
-    sq.gr.spatial_neighbors_knn(adata, library_key="section", n_neighs=_inputs.N_NEIGHS)
+    sq.gr.spatial_neighbors_knn(adata, library_key="section", n_neighs=_sections.N_NEIGHS)
     kw = _schedule(args, progress)
     t_train = time.perf_counter()
     model = sc_crd.tl.align(adata, **kw)
@@ -286,7 +286,7 @@ def demo(args: argparse.Namespace, progress: bool) -> int:
     t_train = time.perf_counter() - t_train
 
     table = tsdata.tables["table"]
-    sq.gr.spatial_neighbors_knn(table, n_neighs=_inputs.N_NEIGHS)
+    sq.gr.spatial_neighbors_knn(table, n_neighs=_sections.N_NEIGHS)
     sc_crd.tl.cancer_score(tsdata, model, seed=args.seed)
     sc_crd.tl.tumour_regions(tsdata)
     metrics = {k: int(v) if k.startswith("n") else float(v) for k, v in sc_crd.tl.evaluate(tsdata).items()}
