@@ -124,11 +124,13 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_legacy_st):
     assert auc_one > 0.9
     assert auc_two >= auc_one - AUC_TOLERANCE
 
-    # the folder rank 0 alone wrote (both ranks called save) holds that model: the same scores
+    # the folder rank 0 alone wrote (both ranks called save) holds that model: the same scores, up to float
+    # rounding (torchrun runs each rank on one thread, this process on several: sums are ordered differently;
+    # a different model would differ by ~1e-2, as the one-process model does)
     loaded = sc_crd.SpaCRD.load(tmp_path / "model", device="cpu")
     again = target.copy()
     sc_crd.tl.cancer_score(again, loaded)
-    np.testing.assert_array_equal(again.obs["spacrd_score"].to_numpy(), res["scores"])
+    np.testing.assert_allclose(again.obs["spacrd_score"].to_numpy(), res["scores"], rtol=0, atol=1e-6)
     assert loaded.training_params["fusion"]["world_size"] == 2
     assert not list(tmp_path.glob(".*"))  # no temporary folder left behind by a second writer
 
