@@ -100,20 +100,25 @@ def min_global_batch(rows_per_rank: int = 2) -> int:
 # ------------------------------------------------------------------------------------------------ gathering
 def gather_rows(local: np.ndarray) -> np.ndarray:
     """Every rank's rows of ``local`` (same trailing shape and dtype on all), concatenated in rank order, on every
-    rank; ``local`` itself in a single process. Parts are padded to the largest one for the collective."""
+    rank; ``local`` itself in a single process."""
     if not is_distributed():
         return local
     dev = _comm_device()
     counts = torch.zeros(world_size(), dtype=torch.int64, device=dev)
     counts[rank()] = local.shape[0]
     torch.distributed.all_reduce(counts)
-    sizes = counts.tolist()
     x = torch.from_numpy(np.ascontiguousarray(local)).to(dev)
+    return _all_gather_rows(x, counts.tolist()).cpu().numpy()
+
+
+def _all_gather_rows(x: torch.Tensor, sizes: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """The rows of every rank (``sizes[r]`` on rank ``r``; ``x`` here), concatenated in rank order. Parts are
+    padded to the largest one for the collective."""
     padded = x.new_zeros((max(sizes), *x.shape[1:]))
     padded[: x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in sizes]
     torch.distributed.all_gather(parts, padded)
-    return np.concatenate([p[:s].cpu().numpy() for p, s in zip(parts, sizes, strict=True)])
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -128,11 +133,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         r = rank()
         ctx.lo, ctx.hi = sum(sizes[:r]), sum(sizes[: r + 1])
-        padded = x.new_zeros((max(sizes), *x.shape[1:]))
-        padded[: x.shape[0]] = x
-        parts = [torch.empty_like(padded) for _ in sizes]
-        torch.distributed.all_gather(parts, padded.contiguous())
-        return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+        return _all_gather_rows(x, sizes)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -30,6 +30,8 @@ IMAGE_CHUNK_PX = 512
 MAX_IMAGE_PIXELS = 50_000 * 50_000
 #: Coordinate system of the full-resolution H&E pixel frame.
 GLOBAL_CS = "global"
+#: File name endings read as (pyramidal) TIFF: tile by tile, stored levels kept (SVS through the same path).
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".svs")
 
 #: A TIFF chunk above this size is not read chunk by chunk (it is memory-mapped where possible).
 _IN_MEMORY_WINDOW_BYTES = 64 * 2**20
@@ -227,7 +229,7 @@ def _read_he_lazy(he_image: str | os.PathLike[str], what: str = "H&E image") -> 
     instead. Other files (PNG, JPEG) are read into memory as one level. ``what`` names the file in errors.
     """
     file = _check_path(he_image, what)
-    if not file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
+    if not file.name.lower().endswith(TIFF_SUFFIXES):
         return [_read_image_file(file)]
     import dask.array as da
     import tifffile

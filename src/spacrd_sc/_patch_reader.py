@@ -94,11 +94,10 @@ class _PatchReader:
     """Lazy, picklable access to one square patch per spot.
 
     Parameters are those of :func:`spacrd_sc.pp.spot_patches`; the image and the spots in its pixels come
-    from :func:`spacrd_sc._spatial._spot_geometry`. ``side_px``: the field side in level-0 pixels (default:
-    spot diameter × ``context``). Attributes: ``size``, ``image_key``, ``level`` (pyramid level read),
-    ``diameter_px`` (spot diameter in level-0 pixels), ``side_px`` (field side in level-0 pixels),
-    ``centres_px`` (``(n, 2)`` spot centres ``x, y`` in level-0 pixels), ``height`` / ``width`` (of level 0),
-    ``levels`` (the stored pyramid levels), ``n_obs``.
+    from :func:`spacrd_sc._spatial._spot_geometry`. Attributes: ``size``, ``image_key``, ``level`` (pyramid
+    level read), ``diameter_px`` (spot diameter in level-0 pixels), ``side_px`` (field side in level-0 pixels:
+    spot diameter × ``context``), ``centres_px`` (``(n, 2)`` spot centres ``x, y`` in level-0 pixels),
+    ``height`` / ``width`` (of level 0), ``levels`` (the stored pyramid levels), ``n_obs``.
 
     Each call reads the coarsest stored pyramid level on which the field still spans ≥ ``size`` pixels
     (:func:`_choose_level`), and only the chunks (tiles) under each window; a level of at most 64 MiB is
@@ -115,14 +114,11 @@ class _PatchReader:
         image_key: str | None = None,
         table_key: str = TABLE_KEY,
         context: float = 1.0,
-        side_px: float | None = None,
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
             raise ValueError(f"Patch `size` must be an integer ≥ 1, got {size!r}.")
         if not (np.isfinite(context) and context > 0):
             raise ValueError(f"`context` must be a positive number, got {context!r}.")
-        if side_px is not None and not (np.isfinite(side_px) and side_px > 0):
-            raise ValueError(f"`side_px` must be a positive number (level-0 pixels), got {side_px!r}.")
         self.size = int(size)
         self.context = float(context)
         geo = _spot_geometry(data, image_key=image_key, table_key=table_key, diameter_px=diameter_px)
@@ -130,7 +126,7 @@ class _PatchReader:
         self.height, self.width = geo.height, geo.width
         self.centres_px = geo.centres_px
         self.diameter_px = geo.diameter_px
-        self.side_px = float(side_px) if side_px is not None else self.diameter_px * self.context
+        self.side_px = self.diameter_px * self.context
         self.n_obs = int(self.centres_px.shape[0])
         if geo.source == "uns":
             self.levels = [_Level(np.moveaxis(np.ascontiguousarray(geo.image), -1, 0), 1.0, 1.0)]

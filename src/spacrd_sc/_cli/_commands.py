@@ -37,6 +37,17 @@ def _schedule(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
     return kw
 
 
+def _fit(adata: Any, args: argparse.Namespace, progress: bool, **align_kwargs: Any) -> Any:
+    """A model trained on ``adata`` (stage 1 ``tl.align`` with ``align_kwargs``, then ``tl.fit_vrbca``) with the
+    run's schedule."""
+    import spacrd_sc as sc_crd
+
+    kw = _schedule(args, progress)
+    model = sc_crd.tl.align(adata, **align_kwargs, **kw)
+    kw.pop("model_kwargs", None)
+    return sc_crd.tl.fit_vrbca(adata, model, **kw)
+
+
 def _threshold(value: str) -> str | float:
     try:
         return float(value)
@@ -211,8 +222,6 @@ def train(args: argparse.Namespace, progress: bool) -> int:
     import pandas as pd
     import squidpy as sq
 
-    import spacrd_sc as sc_crd
-
     tables = {}
     for s, source in zip(sections, labels, strict=True):
         _sections.read(s, bin_size_um=args.bin_size_um)
@@ -227,11 +236,7 @@ def train(args: argparse.Namespace, progress: bool) -> int:
         s.sdata = None
     adata = ad.concat(tables, label="section", join="inner", index_unique="-")
     sq.gr.spatial_neighbors_knn(adata, library_key="section", n_neighs=_sections.N_NEIGHS)
-    kw = _schedule(args, progress)
-    image_key = "X_uni" if args.backbone is not None else None
-    model = sc_crd.tl.align(adata, image_key=image_key, **kw)
-    kw.pop("model_kwargs", None)
-    sc_crd.tl.fit_vrbca(adata, model, **kw)
+    model = _fit(adata, args, progress, image_key="X_uni" if args.backbone is not None else None)
     y = adata.obs[LABEL].to_numpy(dtype=float)
     sources = ", ".join(f"{n} (labels: {Path(src).name})" for n, src in zip(tables, labels, strict=True))
     card = {
@@ -278,11 +283,8 @@ def demo(args: argparse.Namespace, progress: bool) -> int:
     tables = {s: sc_crd.datasets.her2st(s).tables["table"] for s in sources}
     adata = ad.concat(tables, label="section", join="inner", index_unique="-")
     sq.gr.spatial_neighbors_knn(adata, library_key="section", n_neighs=_sections.N_NEIGHS)
-    kw = _schedule(args, progress)
     t_train = time.perf_counter()
-    model = sc_crd.tl.align(adata, **kw)
-    kw.pop("model_kwargs", None)
-    model = sc_crd.tl.fit_vrbca(adata, model, **kw)
+    model = _fit(adata, args, progress)
     t_train = time.perf_counter() - t_train
 
     table = tsdata.tables["table"]

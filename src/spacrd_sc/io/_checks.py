@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._geometry import _check_finite_xy  # noqa: F401  (re-exported: the readers' coordinate check)
+from .._images import TIFF_SUFFIXES, _tiff_levels
 
 #: Datasets of a 10x feature-barcode matrix group (``matrix`` in Cell Ranger >= 3, the genome name before).
 _H5_MATRIX_DATASETS = ("barcodes", "data", "indices", "indptr", "shape")
@@ -115,9 +116,7 @@ def _check_image(file: Path, what: str) -> None:
     its tiles): see :func:`spacrd_sc._images._tiff_levels`.
     """
     file = Path(file)
-    if file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
-        from .._images import _tiff_levels
-
+    if file.name.lower().endswith(TIFF_SUFFIXES):
         _tiff_levels(file, what)
         return
     from PIL import Image, UnidentifiedImageError

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPOT_DIAMETER_UM
-from .._images import GLOBAL_CS, _image_hw, _image_levels, _image_model, _read_he_lazy
+from .._images import GLOBAL_CS, TIFF_SUFFIXES, _image_hw, _image_levels, _image_model, _read_he_lazy
 from .._logging import logger
 from .._spatial import _add_scanpy_spatial
 from ._checks import _check_finite_xy, _number
@@ -105,7 +105,7 @@ def _lazy_fullres(sdata: SpatialData, key: str | None, file: str | os.PathLike[s
     if key is None or file is None or key not in sdata.images:
         return
     file = Path(file)
-    if not file.name.lower().endswith((".tif", ".tiff", ".btf", ".svs")):
+    if not file.name.lower().endswith(TIFF_SUFFIXES):
         return
     from spatialdata.transformations import get_transformation
 

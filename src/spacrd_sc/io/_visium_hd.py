@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from .._constants import SPATIAL_KEY, TABLE_KEY
-from .._images import GLOBAL_CS, _check_path, _image_model, _read_he_lazy, _read_image_file
+from .._images import GLOBAL_CS, TIFF_SUFFIXES, _check_path, _image_model, _read_he_lazy, _read_image_file
 from .._logging import logger
 from .._utils import _progress
 from ._checks import _check_finite_xy, _check_hdf5, _check_image, _check_parquet, _number, _read_json, _sizes
@@ -65,7 +65,7 @@ _STREAM_KWARGS = frozenset({"bin_size", "filtered_counts_file", "fullres_image_f
 _CHUNK_BINS = 1 << 20
 #: Above this many source bins the in-memory (spatialdata-io) path warns: it builds a table and shapes per bin.
 _IN_MEMORY_WARN_BINS = 2_000_000
-_IMAGE_SUFFIXES = {".tif", ".tiff", ".btf", ".png", ".jpg", ".jpeg"}
+_IMAGE_SUFFIXES = {*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg"}
 
 
 def _check_feature_slice(file: Path) -> None:
@@ -397,7 +397,7 @@ def _hd_images(path: Path, dataset_id: str, fullres: Path | None, sf_file: Path)
 
     images: dict[str, Any] = {}
     if fullres is not None:
-        tiff = fullres.name.lower().endswith((".tif", ".tiff", ".btf"))
+        tiff = fullres.name.lower().endswith(TIFF_SUFFIXES)
         images[f"{dataset_id}_full_image"] = _image_model(
             _read_he_lazy(fullres), scale_factors="auto" if tiff else [2, 2, 2, 2]
         )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._constants import SCORE_KEY, TABLE_KEY, Key
+from .._constants import IMAGE_FEATURES_KEY, SCORE_KEY, TABLE_KEY, Key
 from .._docs import inject_docs
 from .._logging import logger
 from .._utils import _get_table
@@ -126,7 +126,7 @@ def extract_zarr(
     sdata = _open(path, table_key, tables_only=False)
     extract_uni(sdata, table_key=table_key, **kwargs)
     _replace_table(sdata, table_key)
-    key = kwargs.get("key_added", "X_uni")
+    key = kwargs.get("key_added", IMAGE_FEATURES_KEY)
     feats = sdata.tables[table_key].obsm[key]
     summary = {
         "path": str(path),
