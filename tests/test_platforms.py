@@ -15,8 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import squidpy as sq
+import tifffile
 from _helpers import tenx
-from _helpers.images import BACKGROUND
+from _helpers.images import BACKGROUND, write_pyramid
 from _helpers.user_warnings import no_user_warnings
 
 import spacrd_sc as sc_crd
@@ -136,6 +137,18 @@ def test_visium_chain(tmp_path: Path, her2st_model) -> None:
     _chain_10x(sdata, her2st_model, f"{fx.library_id}_full_image")
 
 
+def test_visium_pyramid_chain(tmp_path: Path, her2st_model) -> None:
+    """The microscope image as a JPEG-tiled pyramidal OME-TIFF: its stored levels are read tile by tile."""
+    fx = tenx.write_visium(tmp_path / "outs", source="synthetic", fullres=True, n_genes=40)
+    file = fx.path / fx.fullres_file
+    write_pyramid(file, tifffile.imread(file), n_levels=3)
+    with no_user_warnings():
+        sdata = sc_crd.io.visium(fx.path, fullres_image_file=fx.fullres_file)
+    key = f"{fx.library_id}_full_image"
+    assert len(_image_levels(sdata.images[key])) == 3
+    _chain_10x(sdata, her2st_model, key)
+
+
 def test_visium_imageless(tmp_path: Path, her2st_model) -> None:
     fx = tenx.write_visium(tmp_path / "outs", source="synthetic", n_genes=40)
     for png in (fx.path / "spatial").glob("*.png"):
@@ -169,6 +182,20 @@ def test_xenium_chain(tmp_path: Path, her2st_model) -> None:
     fx = tenx.write_xenium(tmp_path / "xe", n_genes=N_SHARED, extent_um=(600.0, 450.0), n_cells=900)
     with no_user_warnings():
         sdata = sc_crd.io.xenium(fx.path, he_image=fx.he_file, he_alignment=fx.alignment_file, bin_size_um=40)
+    _chain_10x(sdata, her2st_model, "he_image")
+
+
+def test_xenium_transcripts_chain(tmp_path: Path, her2st_model) -> None:
+    """Pseudo-spots from the streamed transcripts.parquet, through the same chain."""
+    fx = tenx.write_xenium(
+        tmp_path / "xe", n_genes=N_SHARED, extent_um=(600.0, 450.0), n_cells=900, with_transcripts=True
+    )
+    with no_user_warnings():
+        sdata = sc_crd.io.xenium(
+            fx.path, he_image=fx.he_file, he_alignment=fx.alignment_file, bin_size_um=40, source="transcripts"
+        )
+    meta = next(iter(sdata.tables["table"].uns["spatial"].values()))["metadata"]
+    assert meta["source"] == "transcripts" and meta["n_transcripts"] > 0
     _chain_10x(sdata, her2st_model, "he_image")
 
 

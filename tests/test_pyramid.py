@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import tifffile
 import xarray as xr
-from _helpers.images import smooth_rgb
-from PIL import Image
+from _helpers.images import halve, smooth_rgb, write_pyramid
 
 from spacrd_sc import _images, _patch_reader
 from spacrd_sc._images import _TiffLevel
@@ -25,26 +24,6 @@ from spacrd_sc.pp import spot_patches
 
 SIDE = 2048  # level 0: 2048 px; levels 1024 and 512 px; 256 px tiles
 PX_PER_UNIT = 200.0  # legacy ST: 200 µm spacing = 200 px → 1 µm/px, a 100 µm spot = 100 px
-
-
-def _halve(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((w // 2, h // 2), Image.Resampling.BOX))
-
-
-def write_pyramid(path: Path, img: np.ndarray, *, n_levels: int = 3, compression: str = "jpeg", **kw) -> Path:
-    """An OME-TIFF whose level 0 is ``img`` and levels ``1..n-1`` are 2 x 2 box averages, 256 px tiles."""
-    opts = {"tile": (256, 256), "photometric": "rgb", "compression": compression, **kw}
-    if compression == "jpeg":
-        opts["compressionargs"] = {"level": 95}
-    levels = [img]
-    for _ in range(n_levels - 1):
-        levels.append(_halve(levels[-1]))
-    with tifffile.TiffWriter(path, ome=True) as tw:
-        tw.write(levels[0], subifds=n_levels - 1, metadata={"axes": "YXS"}, **opts)
-        for lv in levels[1:]:
-            tw.write(lv, subfiletype=1, **opts)
-    return path
 
 
 def _section(n: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -162,7 +141,7 @@ def test_sparse_pyramid_gets_coarse_levels_added(tmp_path):
     reader = _PatchReader(sdata, size=8)  # 100 px → 12.5 px on level 3 would do, but it is not stored
     assert len(reader.levels) == 2 and reader.level == 1
     coarse = sdata.images["he"]["scale2"]["image"].data[:, :4, :4].compute()
-    np.testing.assert_allclose(coarse[:, 0, 0], _halve(_halve(img))[0, 0], atol=2)
+    np.testing.assert_allclose(coarse[:, 0, 0], halve(halve(img))[0, 0], atol=2)
 
 
 def test_upsampling_is_logged(pyramid, caplog):

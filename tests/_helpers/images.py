@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 #: Value of the background (glass) pixels: white, as on a scanned slide.
@@ -54,3 +55,24 @@ def write_png(path: Path, img: np.ndarray) -> None:
     """Write ``img`` as a PNG (parents created), fast compression."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(path, compress_level=1)
+
+
+def halve(img: np.ndarray) -> np.ndarray:
+    """``img`` at half the size in each direction, 2 x 2 box averages."""
+    h, w = img.shape[:2]
+    return np.asarray(Image.fromarray(img).resize((w // 2, h // 2), Image.Resampling.BOX))
+
+
+def write_pyramid(path: Path, img: np.ndarray, *, n_levels: int = 3, compression: str = "jpeg", **kw) -> Path:
+    """An OME-TIFF whose level 0 is ``img`` and levels ``1..n-1`` are 2 x 2 box averages, 256 px tiles."""
+    opts = {"tile": (256, 256), "photometric": "rgb", "compression": compression, **kw}
+    if compression == "jpeg":
+        opts["compressionargs"] = {"level": 95}
+    levels = [img]
+    for _ in range(n_levels - 1):
+        levels.append(halve(levels[-1]))
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(levels[0], subifds=n_levels - 1, metadata={"axes": "YXS"}, **opts)
+        for lv in levels[1:]:
+            tw.write(lv, subfiletype=1, **opts)
+    return path
